@@ -1,0 +1,34 @@
+"""Constants of the Smarty P1 integration."""
+
+from __future__ import annotations
+
+import logging
+from typing import Final
+
+DOMAIN: Final = "smarty_p1"
+LOGGER = logging.getLogger(__package__)
+
+# Config entry data. The serial device uses Home Assistant's CONF_DEVICE ("device"), the network
+# bridge CONF_HOST and CONF_PORT ("host", "port").
+CONF_CONNECTION_TYPE: Final = "connection_type"
+CONNECTION_SERIAL: Final = "serial"
+CONNECTION_NETWORK: Final = "network"
+CONF_DECRYPTION_KEY: Final = "decryption_key"  # 32 upper-case hex digits; None: plaintext meter
+CONF_SERIAL_NUMBER: Final = "serial_number"
+
+# Options.
+CONF_MIN_INTERVAL: Final = "min_update_interval"  # seconds; 0 = every telegram
+DEFAULT_MIN_INTERVAL: Final = 0
+
+BAUDRATE: Final = 115200
+# The meter sends every 10 s; a telegram may take a while after the port opens.
+PROBE_TIMEOUT: Final = 25.0
+# No valid telegram for this long means the connection is dead: reconnect.
+SILENCE_TIMEOUT: Final = 60.0
+# Tag failures for this long on a meter that worked before mean a new key: reauthenticate.
+AUTH_FAILURE_WINDOW: Final = 60.0
+RECONNECT_MIN_DELAY: Final = 1.0
+RECONNECT_MAX_DELAY: Final = 60.0
+
+MANUFACTURER: Final = "Sagemcom"
+MODEL: Final = "T210-D"

@@ -1,0 +1,238 @@
+"""Parsing a verified telegram into typed COSEM objects."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from .errors import NotATelegramError
+from .obis import ObisKind, describe
+
+SUMMER = timezone(timedelta(hours=2))
+WINTER = timezone(timedelta(hours=1))
+
+_TIMESTAMP = re.compile(r"(\d\d)(\d\d)(\d\d)(\d\d)(\d\d)(\d\d)([SW]?)")
+_HEX_TEXT = re.compile(r"(?:[0-9A-Fa-f]{2})+")
+
+type Scalar = Decimal | str | datetime | None
+type Value = Scalar | tuple[Any, ...]
+
+
+@dataclass(slots=True)
+class CosemObject:
+    """One line of a telegram: its code, its bracket contents as sent, and their meaning.
+
+    ``value`` is a Decimal (keeping the meter's digits), decoded text, a datetime, a tuple for
+    multi-value lines, or None where the meter sent nothing (an empty value or a placeholder
+    time such as ``632525252525S``). ``timestamp`` is the capture time of M-Bus readings.
+    Treated as read-only; not frozen because a frozen dataclass costs four times as much to
+    build, and a telegram builds about fifty of them.
+    """
+
+    obis: str
+    raw: tuple[str, ...]
+    value: Value
+    unit: str | None = None
+    timestamp: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Telegram:
+    """A verified telegram. ``objects`` maps each OBIS code to its object, in telegram order."""
+
+    header: str
+    objects: dict[str, CosemObject]
+    raw: bytes = field(repr=False)
+    crc: int | None = None
+    system_title: bytes | None = None
+    frame_counter: int | None = None
+
+    @property
+    def encrypted(self) -> bool:
+        """Whether the telegram arrived encrypted (and its tag verified)."""
+        return self.system_title is not None
+
+    def get(self, obis: str) -> CosemObject | None:
+        """The object for an OBIS code, if the meter sent it."""
+        return self.objects.get(obis)
+
+    @property
+    def serial(self) -> str | None:
+        """The meter's serial number (0-0:42.0.0 on Smarty, 0-0:96.1.1 elsewhere)."""
+        for code in ("0-0:42.0.0", "0-0:96.1.1"):
+            obj = self.objects.get(code)
+            if obj is not None and isinstance(obj.value, str) and obj.value:
+                return obj.value
+        return None
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready view: numbers, text, lists and ISO-8601 times."""
+        return {
+            "header": self.header,
+            "encrypted": self.encrypted,
+            "system_title": self.system_title.hex().upper() if self.system_title else None,
+            "frame_counter": self.frame_counter,
+            "values": {
+                obj.obis: {
+                    "value": _json_value(obj.value),
+                    "unit": obj.unit,
+                    "timestamp": obj.timestamp.isoformat() if obj.timestamp else None,
+                }
+                for obj in self.objects.values()
+            },
+        }
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        exponent = value.as_tuple().exponent
+        return int(value) if isinstance(exponent, int) and exponent >= 0 else float(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, tuple):
+        return [_json_value(item) for item in value]
+    return value
+
+
+def parse_timestamp(text: str) -> datetime | None:
+    """``YYMMDDhhmmssS`` (UTC+2) or ``...W`` (UTC+1); None for placeholders and nonsense."""
+    match = _TIMESTAMP.fullmatch(text)
+    if match is None:
+        return None
+    year, month, day, hour, minute, second = (int(part) for part in match.groups()[:6])
+    # Without S or W (DSMR 2 and 3) the time is the meter's local time; W is the safe guess.
+    zone = SUMMER if match.group(7) == "S" else WINTER
+    try:
+        return datetime(2000 + year, month, day, hour, minute, second, tzinfo=zone)
+    except ValueError:
+        return None
+
+
+def _number(text: str) -> tuple[Decimal, str | None] | None:
+    """``000006.695*kWh`` -> (Decimal("6.695"), "kWh"); None when text is not a number."""
+    digits, _, unit = text.partition("*")
+    # The cheap checks keep timestamps (which end in S or W) and text away from Decimal.
+    if not digits or not digits[-1].isdigit() or not (digits[0].isdigit() or digits[0] in "+-"):
+        return None
+    try:
+        number = Decimal(digits)
+    except InvalidOperation:
+        return None
+    if not number.is_finite():
+        return None
+    return number, unit or None
+
+
+def decode_text(text: str) -> str:
+    """Hex-encoded text as text; anything that is not printable hex text is kept as sent."""
+    if not _HEX_TEXT.fullmatch(text):
+        return text
+    decoded = bytes.fromhex(text)
+    if decoded.isascii() and decoded.decode("ascii").isprintable():
+        return decoded.decode("ascii")
+    return text
+
+
+def _scalar(text: str) -> tuple[Scalar, str | None]:
+    number = _number(text)
+    if number is not None:
+        return number
+    if not text:
+        return None, None
+    moment = parse_timestamp(text)
+    if moment is not None:
+        return moment, None
+    return text, None
+
+
+_KINDS: dict[str, ObisKind | None] = {}
+
+
+def _kind(obis: str) -> ObisKind | None:
+    try:
+        return _KINDS[obis]
+    except KeyError:
+        info = describe(obis)
+        kind = _KINDS[obis] = info.kind if info is not None else None
+        if len(_KINDS) > 4096:
+            # Bounded whatever codes a stream invents.
+            _KINDS.clear()
+        return kind
+
+
+def _object(obis: str, raw: tuple[str, ...]) -> CosemObject:
+    kind = _kind(obis)
+    if kind is ObisKind.TEXT and len(raw) == 1:
+        return CosemObject(obis, raw, decode_text(raw[0]))
+    if kind is ObisKind.VERSION and len(raw) == 1:
+        return CosemObject(obis, raw, raw[0] or None)
+    if kind is ObisKind.FAILURE_LOG:
+        return CosemObject(obis, raw, _failure_log(raw), "s")
+    if len(raw) == 1:
+        value, unit = _scalar(raw[0])
+        return CosemObject(obis, raw, value, unit)
+    if len(raw) == 2 and _TIMESTAMP.fullmatch(raw[0]) and _number(raw[1]) is not None:
+        # (capture time)(reading): M-Bus readings, Belgian peak demand. A placeholder time
+        # means the channel holds no reading, whatever digits follow.
+        moment = parse_timestamp(raw[0])
+        value, unit = _scalar(raw[1])
+        if moment is None:
+            return CosemObject(obis, raw, None, unit)
+        return CosemObject(obis, raw, value, unit, moment)
+    parts = [_scalar(text) for text in raw]
+    units = {unit for _, unit in parts if unit is not None}
+    return CosemObject(
+        obis, raw, tuple(value for value, _ in parts), units.pop() if len(units) == 1 else None
+    )
+
+
+def _failure_log(raw: tuple[str, ...]) -> tuple[Any, ...]:
+    """``(count)(0-0:96.7.19)(end time)(duration*s)...`` as ((end time, seconds), ...)."""
+    events = []
+    pairs = raw[2:]
+    for index in range(0, len(pairs) - 1, 2):
+        moment = parse_timestamp(pairs[index])
+        number = _number(pairs[index + 1])
+        events.append((moment, number[0] if number else None))
+    return tuple(events)
+
+
+def parse_telegram(
+    telegram: bytes,
+    crc: int | None = None,
+    system_title: bytes | None = None,
+    frame_counter: int | None = None,
+) -> Telegram:
+    """Parse a verified telegram; every line is kept, unknown codes included."""
+    try:
+        text = telegram.decode("ascii")
+    except UnicodeDecodeError:
+        raise NotATelegramError("telegram is not ASCII text") from None
+    lines = text.split("\r\n")
+    if not lines[0].startswith("/"):
+        raise NotATelegramError("content is not a DSMR telegram")
+    header = lines[0][1:]
+    objects: dict[str, CosemObject] = {}
+    current: tuple[str, list[str]] | None = None
+    pending: list[tuple[str, list[str]]] = []
+    for line in lines[1:]:
+        if not line or line[0] == "!":
+            if line:
+                break
+            continue
+        if line[0] == "(" and current is not None:
+            # DSMR 2/3 gas readings continue on the next line.
+            current[1].extend(line[1:-1].split(")("))
+            continue
+        bracket = line.find("(")
+        if bracket < 0:
+            current = (line, [])
+        else:
+            current = (line[:bracket], line[bracket + 1 : -1].split(")("))
+        pending.append(current)
+    for obis, raw in pending:
+        objects[obis] = _object(obis, tuple(raw))
+    return Telegram(header, objects, telegram, crc, system_title, frame_counter)
