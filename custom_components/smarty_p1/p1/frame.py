@@ -216,7 +216,8 @@ class FrameReader:
             if not _PLAIN_HEADER.match(buffer):
                 return self._not_a_frame()
             self._checked = 1
-        end = _PLAIN_BODY.match(buffer, self._checked).end()
+        # The body pattern matches the empty string, so there is always a match.
+        end = _PLAIN_BODY.match(buffer, self._checked).end()  # type: ignore[union-attr]
         if end == have:
             if have > self.max_frame:
                 self._resync()

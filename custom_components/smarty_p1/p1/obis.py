@@ -112,7 +112,7 @@ OBIS_CATALOG: dict[str, ObisInfo] = _entries()
 
 def generic_code(obis: str) -> str:
     """The catalog code of a concrete code: ``0-2:24.2.1`` -> ``0-x:24.2.1``."""
-    if obis.startswith("0-0:96.13.") and obis != "0-0:96.13.0" and obis != "0-0:96.13.1":
+    if obis.startswith("0-0:96.13.") and obis not in {"0-0:96.13.0", "0-0:96.13.1"}:
         return "0-0:96.13.x"
     if obis.startswith("0-") and obis[2:3] in "123456789" and obis[3:4] == ":":
         generic = "0-x" + obis[3:]
