@@ -1,0 +1,348 @@
+"""Config flow of Smarty P1: where the meter is, its key, checked live before anything is saved."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from contextlib import suppress
+from typing import Any, override
+
+import probatio
+from homeassistant.config_entries import (
+    SOURCE_REAUTH,
+    SOURCE_RECONFIGURE,
+    ConfigEntry,
+    ConfigEntryState,
+    ConfigFlow,
+    ConfigFlowResult,
+    OptionsFlow,
+)
+from homeassistant.const import CONF_DEVICE, CONF_HOST, CONF_PORT
+from homeassistant.core import callback
+from homeassistant.helpers.selector import (
+    NumberSelector,
+    NumberSelectorConfig,
+    NumberSelectorMode,
+    SelectOptionDict,
+    SelectSelector,
+    SelectSelectorConfig,
+    SelectSelectorMode,
+    TextSelector,
+    TextSelectorConfig,
+    TextSelectorType,
+)
+from serial.tools.list_ports import comports  # type: ignore[import-untyped]
+
+from .connection import Endpoint, InvalidKey, KeyRequired, ProbeError, probe
+from .const import (
+    CONF_CONNECTION_TYPE,
+    CONF_DECRYPTION_KEY,
+    CONF_MIN_INTERVAL,
+    CONF_SERIAL_NUMBER,
+    CONNECTION_NETWORK,
+    CONNECTION_SERIAL,
+    DEFAULT_MIN_INTERVAL,
+    DOMAIN,
+    LOGGER,
+)
+from .p1 import InvalidKeyFormatError, normalize_key
+
+# udev's names for USB serial adapters: unlike /dev/ttyUSB0 they survive replugging and reboots.
+SERIAL_BY_ID = "/dev/serial/by-id"
+MANUAL_PATH = "manual"
+# An entry in these states holds the port, or is about to grab it again on a retry timer.
+_HOLDS_PORT = (ConfigEntryState.LOADED, ConfigEntryState.SETUP_RETRY)
+# Probe errors that a key answers: they lead to the key step, not back to the connection form.
+_ASK_FOR_KEY = (KeyRequired.error, InvalidKey.error)
+# The steps of the first menu (adding) and of the reconfigure menu: how the meter is connected.
+_CONNECTION_STEPS = ["serial", "network"]
+
+MANUAL_PATH_SCHEMA = probatio.Schema({probatio.Required(CONF_DEVICE): TextSelector()})
+NETWORK_SCHEMA = probatio.Schema(
+    {
+        probatio.Required(CONF_HOST): TextSelector(),
+        probatio.Required(CONF_PORT): NumberSelector(
+            NumberSelectorConfig(min=1, max=65535, step=1, mode=NumberSelectorMode.BOX)
+        ),
+    }
+)
+KEY_SCHEMA = probatio.Schema(
+    {
+        probatio.Required(CONF_DECRYPTION_KEY): TextSelector(
+            TextSelectorConfig(type=TextSelectorType.PASSWORD)
+        )
+    }
+)
+OPTIONS_SCHEMA = probatio.Schema(
+    {
+        probatio.Required(CONF_MIN_INTERVAL, default=DEFAULT_MIN_INTERVAL): NumberSelector(
+            NumberSelectorConfig(
+                min=0, max=3600, step=1, unit_of_measurement="s", mode=NumberSelectorMode.BOX
+            )
+        )
+    }
+)
+
+
+def list_serial_ports() -> list[SelectOptionDict]:
+    """The serial ports of this machine, by their stable by-id path when udev gives one.
+
+    Blocking (it reads sysfs): run it in the executor.
+    """
+    by_id: dict[str, str] = {}
+    with suppress(OSError):
+        for link in sorted(os.scandir(SERIAL_BY_ID), key=lambda link: link.name):
+            by_id.setdefault(os.path.realpath(link.path), link.path)
+    options = []
+    for port in comports():
+        path = by_id.get(os.path.realpath(port.device), port.device)
+        details = [text for text in (port.description, port.manufacturer) if text and text != "n/a"]
+        if port.serial_number:
+            details.append(f"s/n {port.serial_number}")
+        label = f"{path} ({', '.join(details)})" if details else path
+        options.append(SelectOptionDict(value=path, label=label))
+    # The stable names first: they are the ones to pick.
+    options.sort(key=lambda option: (not option["value"].startswith(SERIAL_BY_ID), option["value"]))
+    return options
+
+
+class SmartyConfigFlow(ConfigFlow, domain=DOMAIN):
+    """Adds a meter (user), replaces its key (reauth) or moves it (reconfigure)."""
+
+    VERSION = 1
+    MINOR_VERSION = 1
+
+    def __init__(self) -> None:
+        """Start with nothing known about the meter."""
+        self._connection: dict[str, Any] = {}
+        # The key to probe with, as stored: 32 upper-case hex digits, None for a plaintext meter.
+        self._key: str | None = None
+
+    @staticmethod
+    @callback
+    @override
+    def async_get_options_flow(config_entry: ConfigEntry) -> SmartyOptionsFlow:
+        """The options of an entry."""
+        return SmartyOptionsFlow()
+
+    @override
+    async def async_step_user(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """Ask how the meter is connected."""
+        return self.async_show_menu(step_id="user", menu_options=_CONNECTION_STEPS)
+
+    async def async_step_reconfigure(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Move a meter to another port or bridge; its key is tried first, asked if it fails."""
+        entry = self._get_reconfigure_entry()
+        self._connection = _connection_data(entry.data)
+        self._key = entry.data.get(CONF_DECRYPTION_KEY)
+        return self.async_show_menu(step_id="reconfigure", menu_options=_CONNECTION_STEPS)
+
+    async def async_step_reauth(self, entry_data: Mapping[str, Any]) -> ConfigFlowResult:
+        """The meter no longer verifies with the stored key (a meter swap or a new key)."""
+        self._connection = _connection_data(entry_data)
+        return await self.async_step_reauth_confirm()
+
+    async def async_step_reauth_confirm(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Ask for the new key only: the connection stays as it is."""
+        return await self._async_key_step("reauth_confirm", user_input)
+
+    async def async_step_serial(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """Pick the serial port from the ones found, or choose to type its path."""
+        if user_input is not None and user_input[CONF_DEVICE] == MANUAL_PATH:
+            return await self.async_step_serial_manual()
+        ports = await self.hass.async_add_executor_job(list_serial_ports)
+        current = self._connection.get(CONF_DEVICE)
+        if current is not None and all(port["value"] != current for port in ports):
+            # A path typed by hand before is not in the list but is what the entry uses.
+            ports.insert(0, SelectOptionDict(value=current, label=current))
+        if not ports:
+            return await self.async_step_serial_manual()
+        ports.append(SelectOptionDict(value=MANUAL_PATH, label="Enter the path manually"))
+        schema = probatio.Schema(
+            {
+                probatio.Required(CONF_DEVICE, default=ports[0]["value"]): SelectSelector(
+                    SelectSelectorConfig(
+                        options=ports, mode=SelectSelectorMode.LIST, translation_key="serial_port"
+                    )
+                )
+            }
+        )
+        return await self._async_connection_step("serial", schema, CONNECTION_SERIAL, user_input)
+
+    async def async_step_serial_manual(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Type the path of the serial port (one that is not listed, or a symlink of your own)."""
+        return await self._async_connection_step(
+            "serial_manual", MANUAL_PATH_SCHEMA, CONNECTION_SERIAL, user_input
+        )
+
+    async def async_step_network(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Host and port of a network bridge (ser2net, an ESP32 P1 dongle in raw mode)."""
+        return await self._async_connection_step(
+            "network", NETWORK_SCHEMA, CONNECTION_NETWORK, user_input
+        )
+
+    async def async_step_key(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """Ask for the decryption key of an encrypted meter."""
+        return await self._async_key_step("key", user_input)
+
+    async def _async_key_step(
+        self, step_id: str, user_input: dict[str, Any] | None, error: str | None = None
+    ) -> ConfigFlowResult:
+        errors = {"base": error} if error else {}
+        if user_input is not None:
+            try:
+                self._key = normalize_key(user_input[CONF_DECRYPTION_KEY])
+            except InvalidKeyFormatError:
+                errors[CONF_DECRYPTION_KEY] = "invalid_key_format"
+            else:
+                result = await self._async_check()
+                if not isinstance(result, str):
+                    return result
+                errors["base"] = result
+        # The key is never shown back in the form: it is a secret.
+        return self.async_show_form(step_id=step_id, data_schema=KEY_SCHEMA, errors=errors)
+
+    async def _async_connection_step(
+        self,
+        step_id: str,
+        schema: probatio.Schema,
+        connection_type: str,
+        user_input: dict[str, Any] | None,
+    ) -> ConfigFlowResult:
+        """Probe what a connection form gave; show the form again with the error if it fails."""
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            result = await self._async_connect(connection_type, user_input)
+            if not isinstance(result, str):
+                return result
+            errors["base"] = result
+            suggested: Mapping[str, Any] = user_input
+        elif self._connection.get(CONF_CONNECTION_TYPE) == connection_type:
+            # Reconfiguring: the entry's current values.
+            suggested = self._connection
+        else:
+            suggested = {}
+        return self.async_show_form(
+            step_id=step_id,
+            data_schema=self.add_suggested_values_to_schema(schema, suggested),
+            errors=errors,
+        )
+
+    async def _async_connect(
+        self, connection_type: str, user_input: dict[str, Any]
+    ) -> ConfigFlowResult | str:
+        """Probe a connection form's endpoint; the flow's next step, or an error for that form."""
+        if connection_type == CONNECTION_NETWORK:
+            connection = {
+                CONF_CONNECTION_TYPE: CONNECTION_NETWORK,
+                CONF_HOST: user_input[CONF_HOST].strip(),
+                CONF_PORT: int(user_input[CONF_PORT]),
+            }
+        else:
+            connection = {
+                CONF_CONNECTION_TYPE: CONNECTION_SERIAL,
+                CONF_DEVICE: user_input[CONF_DEVICE].strip(),
+            }
+        if self.source not in (SOURCE_REAUTH, SOURCE_RECONFIGURE):
+            # That port or bridge already feeds an entry, which holds it: probing would fail.
+            self._async_abort_entries_match(
+                {key: value for key, value in connection.items() if key != CONF_CONNECTION_TYPE}
+            )
+        self._connection = connection
+        result = await self._async_check()
+        if result in _ASK_FOR_KEY:
+            # An encrypted meter, or a stored key that no longer verifies on it.
+            return await self._async_key_step(
+                "key", None, InvalidKey.error if self._key is not None else None
+            )
+        return result
+
+    def _changed_entry(self) -> ConfigEntry | None:
+        if self.source == SOURCE_REAUTH:
+            return self._get_reauth_entry()
+        if self.source == SOURCE_RECONFIGURE:
+            return self._get_reconfigure_entry()
+        return None
+
+    async def _async_check(self) -> ConfigFlowResult | str:
+        """Read a telegram from the endpoint with the key; finish the flow, or name the error."""
+        entry = self._changed_entry()
+        released = entry if entry is not None and entry.state in _HOLDS_PORT else None
+        if released is not None:
+            # A serial port or a single-client ser2net bridge gives its bytes to one reader only.
+            # Set up again below (not reloaded: a reload aborts this very reauth flow).
+            await self.hass.config_entries.async_unload(released.entry_id)
+        try:
+            serial = await self._async_read_serial()
+        except ProbeError as err:
+            if released is not None:
+                await self.hass.config_entries.async_setup(released.entry_id)
+            return err.error
+        data = {**self._connection, CONF_DECRYPTION_KEY: self._key, CONF_SERIAL_NUMBER: serial}
+        if entry is None:
+            await self.async_set_unique_id(serial)
+            self._abort_if_unique_id_configured()
+            return self.async_create_entry(title=f"Smarty {serial}", data=data)
+        if entry.unique_id != serial:
+            if released is not None:
+                await self.hass.config_entries.async_setup(released.entry_id)
+            return self.async_abort(
+                reason="wrong_meter", description_placeholders={"serial": serial}
+            )
+        return self.async_update_reload_and_abort(entry, data=data)
+
+    async def _async_read_serial(self) -> str:
+        """The serial number in the first telegram that verifies; ProbeError otherwise."""
+        endpoint = Endpoint.from_data(self._connection)
+        key = bytes.fromhex(self._key) if self._key is not None else None
+        try:
+            telegram = await probe(endpoint, key)
+        except ProbeError as err:
+            LOGGER.debug("Probe of %s failed: %s", endpoint, err)
+            raise
+        except Exception as err:
+            LOGGER.exception("Unexpected error while probing %s", endpoint)
+            raise ProbeError from err
+        if telegram.serial is None:
+            raise NoSerialError
+        return telegram.serial
+
+
+class NoSerialError(ProbeError):
+    """A telegram arrived but without the serial number that identifies the meter."""
+
+    error = "no_serial"
+
+
+def _connection_data(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The connection part of entry data (no key, no serial)."""
+    keys = (CONF_CONNECTION_TYPE, CONF_DEVICE, CONF_HOST, CONF_PORT)
+    return {key: data[key] for key in keys if key in data}
+
+
+class SmartyOptionsFlow(OptionsFlow):
+    """How often the entities take a new state."""
+
+    async def async_step_init(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """The minimum time between state updates (0: every telegram, every 10 s)."""
+        if user_input is not None:
+            # Keep the options that other steps will own (the tariff, later).
+            options = {
+                **self.config_entry.options,
+                CONF_MIN_INTERVAL: int(user_input[CONF_MIN_INTERVAL]),
+            }
+            return self.async_create_entry(data=options)
+        return self.async_show_form(
+            step_id="init",
+            data_schema=self.add_suggested_values_to_schema(
+                OPTIONS_SCHEMA, self.config_entry.options
+            ),
+        )

@@ -1,0 +1,330 @@
+"""The push coordinator: one reader task per meter, telegrams in, entity updates out."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from time import monotonic
+from typing import Any
+
+from homeassistant.config_entries import ConfigEntry
+from homeassistant.core import HomeAssistant
+from homeassistant.exceptions import ConfigEntryNotReady
+from homeassistant.helpers.update_coordinator import DataUpdateCoordinator
+from homeassistant.util import dt as dt_util
+
+from .connection import READ_CHUNK, CannotConnect, Endpoint, close_stream, open_stream
+from .const import (
+    AUTH_FAILURE_WINDOW,
+    CONF_DECRYPTION_KEY,
+    CONF_MIN_INTERVAL,
+    CONF_SERIAL_NUMBER,
+    DEFAULT_MIN_INTERVAL,
+    DOMAIN,
+    LOGGER,
+    RECONNECT_MAX_DELAY,
+    RECONNECT_MIN_DELAY,
+    SILENCE_TIMEOUT,
+)
+from .p1 import CosemObject, DecoderStats, P1Error, Telegram, TelegramDecoder, parse_key
+
+type SmartyConfigEntry = ConfigEntry[SmartyCoordinator]
+
+# Registers that only ever count up: a lower reading is a glitch and is never published.
+_MONOTONIC: tuple[str, ...] = (
+    "1-0:1.8.0",
+    "1-0:2.8.0",
+    "1-0:3.8.0",
+    "1-0:4.8.0",
+    "1-0:1.8.1",
+    "1-0:1.8.2",
+    "1-0:2.8.1",
+    "1-0:2.8.2",
+    *(f"0-{channel}:24.2.{d}" for channel in range(1, 5) for d in (1, 3)),
+)
+# A new M-Bus meter on a channel starts from its own reading: forget the old one's.
+_MBUS_IDS: tuple[tuple[int, str], ...] = tuple(
+    (channel, f"0-{channel}:96.1.0") for channel in range(1, 5)
+)
+
+
+class _SilenceError(Exception):
+    """No valid telegram for SILENCE_TIMEOUT seconds."""
+
+
+@dataclass(frozen=True, slots=True)
+class SmartyData:
+    """What the entities show.
+
+    ``objects`` is the telegram's objects, with a glitching energy register held at its last
+    accepted reading and, over a minimum update interval, instantaneous values averaged.
+    """
+
+    telegram: Telegram
+    objects: Mapping[str, CosemObject]
+    received: datetime
+
+
+@dataclass(slots=True)
+class Health:
+    """Counters of one coordinator's life, shown as diagnostic entities and in diagnostics."""
+
+    stats: DecoderStats = field(default_factory=DecoderStats)
+    reconnects: int = 0
+    foreign_telegrams: int = 0
+    energy_regressions: int = 0
+    last_telegram: datetime | None = None
+    connected: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON view used by diagnostics."""
+        return {
+            **self.stats.as_dict(),
+            "reconnects": self.reconnects,
+            "foreign_telegrams": self.foreign_telegrams,
+            "energy_regressions": self.energy_regressions,
+            "last_telegram": self.last_telegram.isoformat() if self.last_telegram else None,
+            "connected": self.connected,
+        }
+
+
+def _instantaneous(obis: str) -> bool:
+    """``1-0:C.7.E`` codes are instantaneous values (power, voltage, current): averaged."""
+    if not obis.startswith("1-"):
+        return False
+    parts = obis.partition(":")[2].split(".")
+    return len(parts) == 3 and parts[1] == "7"
+
+
+class SmartyCoordinator(DataUpdateCoordinator[SmartyData]):
+    """Reads one meter's byte stream and publishes every telegram it verifies."""
+
+    config_entry: SmartyConfigEntry
+
+    def __init__(self, hass: HomeAssistant, entry: SmartyConfigEntry) -> None:
+        super().__init__(hass, LOGGER, config_entry=entry, name=f"{DOMAIN} {entry.title}")
+        self.endpoint = Endpoint.from_data(entry.data)
+        key_text = entry.data.get(CONF_DECRYPTION_KEY)
+        self._key = parse_key(key_text) if key_text else None
+        self.serial: str | None = entry.unique_id or entry.data.get(CONF_SERIAL_NUMBER)
+        self.health = Health()
+        self._writer: asyncio.StreamWriter | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._delay = RECONNECT_MIN_DELAY
+        self._last_valid = 0.0
+        # Auth failures: since when every frame has failed, and whether reauth is started.
+        self._failing_since: float | None = None
+        self._reauth_started = False
+        # Energy registers' last accepted objects, and M-Bus equipment ids per channel.
+        self._accepted: dict[str, CosemObject] = {}
+        self._mbus_ids: dict[int, object] = {}
+        self._logged: set[str] = set()
+        # Min-interval window: sums and counts of instantaneous values since the last publish.
+        self._sums: dict[str, Decimal] = {}
+        self._counts: Counter[str] = Counter()
+        self._published_at: float | None = None
+        self.min_interval: float = entry.options.get(CONF_MIN_INTERVAL, DEFAULT_MIN_INTERVAL)
+
+    async def async_start(self) -> None:
+        """Open the connection and start reading; raises ConfigEntryNotReady."""
+        try:
+            reader, self._writer = await open_stream(self.endpoint)
+        except CannotConnect as err:
+            raise ConfigEntryNotReady(
+                translation_domain=DOMAIN,
+                translation_key="cannot_connect",
+                translation_placeholders={"endpoint": str(self.endpoint)},
+            ) from err
+        self.health.connected = True
+        self._task = self.config_entry.async_create_background_task(
+            self.hass, self._run(reader), f"{DOMAIN} reader {self.endpoint}"
+        )
+
+    async def async_shutdown(self) -> None:
+        """Stop reading and close the port."""
+        await super().async_shutdown()
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        await self._close()
+
+    async def _close(self) -> None:
+        writer, self._writer = self._writer, None
+        self.health.connected = False
+        if writer is not None:
+            await close_stream(writer)
+
+    async def _run(self, reader: asyncio.StreamReader) -> None:
+        while True:
+            try:
+                await self._read(reader)
+                reason = "the connection was closed"
+            except _SilenceError:
+                reason = f"no valid telegram for {SILENCE_TIMEOUT:g} s"
+            except OSError as err:
+                reason = str(err) or type(err).__name__
+            except Exception:
+                # A bug must not end the reading for good: log it, start over with a new decoder.
+                LOGGER.exception("Unexpected error reading %s", self.endpoint)
+                reason = "unexpected error"
+            await self._close()
+            self._set_unavailable(reason)
+            reader = await self._reconnect()
+
+    async def _reconnect(self) -> asyncio.StreamReader:
+        while True:
+            await asyncio.sleep(self._delay)
+            self._delay = min(self._delay * 2, RECONNECT_MAX_DELAY)
+            try:
+                reader, self._writer = await open_stream(self.endpoint)
+            except CannotConnect as err:
+                LOGGER.debug("Reconnecting to %s failed: %s", self.endpoint, err)
+                continue
+            self.health.reconnects += 1
+            self.health.connected = True
+            LOGGER.debug("Reconnected to %s", self.endpoint)
+            return reader
+
+    async def _read(self, reader: asyncio.StreamReader) -> None:
+        """Read until EOF (returns), an error (raises OSError) or silence (raises _SilenceError)."""
+        decoder = TelegramDecoder(self._key)
+        # One stats object across connections, so counters and frame-counter checks carry over.
+        decoder.stats = self.health.stats
+        self._last_valid = monotonic()
+        while True:
+            remaining = self._last_valid + SILENCE_TIMEOUT - monotonic()
+            try:
+                async with asyncio.timeout(remaining):
+                    data = await reader.read(READ_CHUNK)
+            except TimeoutError:
+                raise _SilenceError from None
+            if not data:
+                return
+            self._process(decoder.feed(data))
+
+    def _process(self, items: list[Telegram | P1Error]) -> None:
+        rejected = False
+        for item in items:
+            if isinstance(item, Telegram):
+                if self._accept(item):
+                    continue
+            else:
+                self._rejected(item)
+            rejected = True
+        if rejected:
+            # Only the health entities change; the others compare and write nothing.
+            self.async_update_listeners()
+
+    def _rejected(self, error: P1Error) -> None:
+        self._log_once(f"rejected:{error.reason}", "Rejected a frame from %s: %s", error)
+        if error.reason not in ("tag", "key_required"):
+            return
+        now = monotonic()
+        if self._failing_since is None:
+            self._failing_since = now
+        elif not self._reauth_started and now - self._failing_since >= AUTH_FAILURE_WINDOW:
+            self._reauth_started = True
+            LOGGER.warning(
+                "Every frame from %s has failed the key check for %g s: asking for the new key",
+                self.endpoint,
+                AUTH_FAILURE_WINDOW,
+            )
+            self.config_entry.async_start_reauth(self.hass)
+
+    def _accept(self, telegram: Telegram) -> bool:
+        """Publish a verified telegram; False when it belongs to another meter."""
+        serial = telegram.serial
+        if self.serial is None:
+            self.serial = serial
+        elif serial is not None and serial != self.serial:
+            self.health.foreign_telegrams += 1
+            self._log_once(
+                "foreign", "Ignoring telegrams of another meter on %s: %s", "meter swapped?"
+            )
+            return False
+        self._last_valid = monotonic()
+        self._failing_since = None
+        self._delay = RECONNECT_MIN_DELAY
+        self.health.last_telegram = dt_util.utcnow()
+        objects = self._hold_energy(telegram.objects)
+        if self.min_interval > 0:
+            averaged = self._average(objects)
+            if averaged is None:
+                return True
+            objects = averaged
+        if not self.last_update_success:
+            LOGGER.info("Connection to %s restored", self.endpoint)
+        self.async_set_updated_data(SmartyData(telegram, objects, self.health.last_telegram))
+        return True
+
+    def _hold_energy(self, objects: dict[str, CosemObject]) -> Mapping[str, CosemObject]:
+        for channel, code in _MBUS_IDS:
+            ident = objects.get(code)
+            if ident is not None and self._mbus_ids.setdefault(channel, ident.value) != (
+                ident.value
+            ):
+                self._mbus_ids[channel] = ident.value
+                prefix = f"0-{channel}:"
+                for obis in [obis for obis in self._accepted if obis.startswith(prefix)]:
+                    del self._accepted[obis]
+        held: dict[str, CosemObject] | None = None
+        accepted = self._accepted
+        for code in _MONOTONIC:
+            obj = objects.get(code)
+            if obj is None or not isinstance(obj.value, Decimal):
+                continue
+            last = accepted.get(code)
+            if last is not None and isinstance(last.value, Decimal) and obj.value < last.value:
+                self.health.energy_regressions += 1
+                self._log_once(
+                    f"energy:{code}",
+                    "Ignoring a lower reading from %s: %s",
+                    f"{code} {obj.value} < {last.value}",
+                )
+                if held is None:
+                    held = dict(objects)
+                held[code] = last
+            else:
+                accepted[code] = obj
+        return objects if held is None else held
+
+    def _average(self, objects: Mapping[str, CosemObject]) -> Mapping[str, CosemObject] | None:
+        """Objects to publish at the end of a min-interval window, else None (still inside)."""
+        sums, counts = self._sums, self._counts
+        for obis, obj in objects.items():
+            if isinstance(obj.value, Decimal) and _instantaneous(obis):
+                sums[obis] = sums.get(obis, Decimal(0)) + obj.value
+                counts[obis] += 1
+        now = monotonic()
+        if self._published_at is not None and now - self._published_at < self.min_interval:
+            return None
+        self._published_at = now
+        averaged = dict(objects)
+        for obis, total in sums.items():
+            latest = objects.get(obis)
+            if latest is None or not isinstance(latest.value, Decimal):
+                continue
+            mean = (total / counts[obis]).quantize(latest.value)
+            averaged[obis] = CosemObject(obis, latest.raw, mean, latest.unit, latest.timestamp)
+        sums.clear()
+        counts.clear()
+        return averaged
+
+    def _set_unavailable(self, reason: str) -> None:
+        if self.last_update_success:
+            LOGGER.warning("Lost the connection to %s: %s", self.endpoint, reason)
+            self.last_update_success = False
+            self.async_update_listeners()
+        else:
+            LOGGER.debug("Still no connection to %s: %s", self.endpoint, reason)
+
+    def _log_once(self, topic: str, message: str, detail: object) -> None:
+        """Warn about a kind of problem once per run; repeats only count (see Health)."""
+        if topic in self._logged:
+            return
+        self._logged.add(topic)
+        LOGGER.warning(message, self.endpoint, detail)

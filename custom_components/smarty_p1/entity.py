@@ -1,0 +1,101 @@
+"""The base entity: device info, unique ids, and state writes only on change."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from homeassistant.core import callback
+from homeassistant.helpers import device_registry as dr
+from homeassistant.helpers.device_registry import DeviceInfo
+from homeassistant.helpers.update_coordinator import CoordinatorEntity
+
+from .const import DOMAIN, MANUFACTURER, MODEL
+from .coordinator import SmartyCoordinator
+
+# M-Bus device types (0-x:24.1.0) that the Luxembourg specification names.
+MBUS_GAS = 3
+MBUS_HEAT = 4
+MBUS_WATER = 7
+_MBUS_DEVICE_KEYS = {MBUS_GAS: "mbus_gas", MBUS_HEAT: "mbus_heat", MBUS_WATER: "mbus_water"}
+
+
+def mbus_type(coordinator: SmartyCoordinator, channel: int) -> int | None:
+    """The device type the meter announces on an M-Bus channel, if it does."""
+    data = coordinator.data
+    obj = data.telegram.objects.get(f"0-{channel}:24.1.0") if data else None
+    if obj is None or not isinstance(obj.value, Decimal):
+        return None
+    return int(obj.value)
+
+
+def meter_device(coordinator: SmartyCoordinator) -> DeviceInfo:
+    """The electricity meter itself."""
+    serial = coordinator.serial or coordinator.config_entry.entry_id
+    info = DeviceInfo(
+        identifiers={(DOMAIN, serial)},
+        manufacturer=MANUFACTURER,
+        model=MODEL,
+        name="Smarty",
+        serial_number=coordinator.serial,
+    )
+    if (data := coordinator.data) is not None:
+        version = data.telegram.get("1-3:0.2.8")
+        info["sw_version"] = (
+            f"P1 {version.value}" if version is not None and version.value else None
+        ) or data.telegram.header
+    return info
+
+
+def mbus_device(coordinator: SmartyCoordinator, channel: int) -> DeviceInfo:
+    """A gas, water or heat meter on an M-Bus channel, reached through the electricity meter.
+
+    The electricity meter's device must be registered already (setup does it first).
+    """
+    entry = coordinator.config_entry
+    serial = coordinator.serial or entry.entry_id
+    # Keyed by channel, not by the M-Bus meter's own id: a replaced gas meter keeps its history.
+    info = DeviceInfo(
+        identifiers={(DOMAIN, f"{serial}_mbus_{channel}")},
+        via_device_id=dr.async_get_device_id_by_identifier(
+            coordinator.hass, (DOMAIN, serial), config_entry_id=entry.entry_id
+        ),
+        translation_key=_MBUS_DEVICE_KEYS.get(mbus_type(coordinator, channel) or 0, "mbus"),
+        translation_placeholders={"channel": str(channel)},
+    )
+    data = coordinator.data
+    ident = data.telegram.get(f"0-{channel}:96.1.0") if data else None
+    if ident is not None and isinstance(ident.value, str) and ident.value:
+        info["serial_number"] = ident.value
+    return info
+
+
+class SmartyEntity(CoordinatorEntity[SmartyCoordinator]):
+    """An entity of one meter that writes its state only when what it shows changed.
+
+    A meter sends every 10 s and most values do not move between telegrams; skipping the
+    unchanged writes keeps the recorder and the event bus quiet.
+    """
+
+    _attr_has_entity_name = True
+    _written: tuple[object, bool] | None = None
+
+    def __init__(self, coordinator: SmartyCoordinator, unique_suffix: str) -> None:
+        super().__init__(coordinator)
+        self._attr_unique_id = f"{coordinator.serial}_{unique_suffix}"
+
+    def _refresh(self) -> object:
+        """Set the entity's attributes from the coordinator; return what its state depends on."""
+        raise NotImplementedError
+
+    async def async_added_to_hass(self) -> None:
+        """Take the current value before the first state is written."""
+        await super().async_added_to_hass()
+        self._written = (self._refresh(), self.available)
+
+    @callback
+    def _handle_coordinator_update(self) -> None:
+        current = (self._refresh(), self.available)
+        if current == self._written:
+            return
+        self._written = current
+        self.async_write_ha_state()

@@ -1,0 +1,117 @@
+"""Benchmarks. ``scripts/bench [core]``.
+
+core: microseconds per telegram for decrypt + verify (GCM tag and CRC) + parse of real Smarty
+frames, by our protocol core and by dsmr_parser with its MSN (encrypted Smarty) specification,
+and the ratio. dsmr_parser is installed into the environment for this benchmark only, at the
+version Home Assistant's own dsmr integration pins.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from custom_components.smarty_p1.p1 import Telegram, TelegramDecoder  # noqa: E402
+
+FIXTURES = REPO / "tests" / "fixtures"
+SMARTY_FRAMES = (
+    "enc_lu_nexxtlab_go_smarty_reader",
+    "enc_synthetic_lu2026_dsmr_parser_msn_recipe",
+    "enc_synthetic_spec_appendix_4mbus",
+)
+# Each measurement is the best of several rounds, which filters out scheduler noise.
+ROUNDS = 7
+ROUND_SECONDS = 0.2
+
+
+def _dsmr_parser() -> Any:
+    """dsmr_parser's parsers module, installed at Home Assistant's pinned version if missing."""
+    try:
+        return importlib.import_module("dsmr_parser.parsers")
+    except ImportError:
+        manifest = importlib.import_module("homeassistant.components.dsmr").__file__
+        assert manifest is not None
+        requirements = json.loads((Path(manifest).parent / "manifest.json").read_text())
+        pins = [req for req in requirements["requirements"] if req.startswith("dsmr")]
+        print(f"installing {' '.join(pins)} for the benchmark", file=sys.stderr)
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", *pins], check=True)
+        return importlib.import_module("dsmr_parser.parsers")
+
+
+def _per_call(work: Callable[[], object]) -> float:
+    """Seconds per call of work, best of ROUNDS rounds."""
+    calls = 1
+    while True:
+        start = time.perf_counter()
+        for _ in range(calls):
+            work()
+        if time.perf_counter() - start > ROUND_SECONDS / 4:
+            break
+        calls *= 2
+    best = float("inf")
+    for _ in range(ROUNDS):
+        start = time.perf_counter()
+        for _ in range(calls):
+            work()
+        best = min(best, (time.perf_counter() - start) / calls)
+    return best
+
+
+def bench_core() -> int:
+    """Our core against dsmr_parser on the real Smarty frames; 1 when we are not 10x faster."""
+    parsers = _dsmr_parser()
+    specifications = importlib.import_module("dsmr_parser.telegram_specifications")
+    theirs = parsers.TelegramParser(specifications.MSN)
+    ours_total = theirs_total = 0.0
+    print(f"{'frame':<46} {'ours us':>9} {'dsmr_parser us':>15} {'ratio':>7}")
+    for name in SMARTY_FRAMES:
+        vector = json.loads((FIXTURES / f"{name}.json").read_text())
+        frame = bytes.fromhex(vector["frame_hex"])
+        key = bytes.fromhex(vector["key_hex"])
+        decoder = TelegramDecoder(key)
+        # Checked once before timing, so both sides are measured doing the whole job.
+        (telegram,) = decoder.feed(frame)
+        assert isinstance(telegram, Telegram)
+        parsed = theirs.parse(vector["frame_hex"], vector["key_hex"], vector["auth_key_hex"])
+        assert parsed is not None
+        ours = _per_call(lambda frame=frame, decoder=decoder: decoder.feed(frame))
+        other = _per_call(
+            lambda vector=vector: theirs.parse(
+                vector["frame_hex"], vector["key_hex"], vector["auth_key_hex"]
+            )
+        )
+        ours_total += ours
+        theirs_total += other
+        print(f"{name:<46} {ours * 1e6:9.1f} {other * 1e6:15.1f} {other / ours:6.1f}x")
+    count = len(SMARTY_FRAMES)
+    ratio = theirs_total / ours_total
+    print(
+        f"{'mean':<46} {ours_total / count * 1e6:9.1f} {theirs_total / count * 1e6:15.1f} "
+        f"{ratio:6.1f}x"
+    )
+    print(f"ratio: {ratio:.1f}x faster than dsmr_parser (target >= 10x)")
+    return 0 if ratio >= 10 else 1
+
+
+BENCHMARKS: dict[str, Callable[[], int]] = {"core": bench_core}
+
+
+def main() -> int:
+    """Run the benchmark named on the command line."""
+    parser = argparse.ArgumentParser(prog="scripts/bench", description=__doc__)
+    parser.add_argument("benchmark", nargs="?", default="core", choices=sorted(BENCHMARKS))
+    return BENCHMARKS[parser.parse_args().benchmark]()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

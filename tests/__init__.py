@@ -1,0 +1,1 @@
+"""Tests of the smarty_p1 integration."""

@@ -1,0 +1,91 @@
+"""The energy dashboard accepts the meter's energy sensors as they are."""
+
+from __future__ import annotations
+
+import pytest
+from homeassistant.components.energy import data as energy_data
+from homeassistant.components.energy import validate as energy_validate
+from homeassistant.core import HomeAssistant
+from homeassistant.helpers import entity_registry as er
+from homeassistant.setup import async_setup_component
+from homeassistant.util import dt as dt_util
+from pytest_homeassistant_custom_component.common import MockConfigEntry  # type: ignore[import-untyped]
+from pytest_homeassistant_custom_component.components.recorder.common import (  # type: ignore[import-untyped]
+    async_wait_recording_done,
+    do_adhoc_statistics,
+)
+
+from custom_components.smarty_p1.const import DOMAIN
+from custom_components.smarty_p1.p1.simulator import MeterSimulator
+
+from .conftest import wait_for
+
+
+@pytest.fixture(autouse=True)
+def auto_enable_custom_integrations(
+    recorder_mock: object,
+    hass: HomeAssistant,
+    enable_custom_integrations: None,
+    socket_enabled: None,
+) -> None:
+    """As in conftest, with the recorder (statistics) set up before hass, as it must be."""
+    hass.config.components.add("usb")
+
+
+async def test_energy_dashboard_accepts_the_grid_sensors(
+    hass: HomeAssistant,
+    serial_entry: MockConfigEntry,
+    simulator: MeterSimulator,
+) -> None:
+    """Configured as grid import and export, the energy sensors validate without an issue."""
+    assert await async_setup_component(hass, "energy", {})
+    serial_entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(serial_entry.entry_id)
+    coordinator = serial_entry.runtime_data
+    await wait_for(hass, lambda: coordinator.health.stats.telegrams >= 2)
+    registry = er.async_get(hass)
+    imported = registry.async_get_entity_id(
+        "sensor", DOMAIN, f"{simulator.serial}_1-0:1.8.0_energy_import"
+    )
+    exported = registry.async_get_entity_id(
+        "sensor", DOMAIN, f"{simulator.serial}_1-0:2.8.0_energy_export"
+    )
+    gas = registry.async_get_entity_id("sensor", DOMAIN, f"{simulator.serial}_0-1:24.2.1_mbus_gas")
+    assert imported is not None
+    assert exported is not None
+    assert gas is not None
+    grid: energy_data.GridSourceType = {
+        "type": "grid",
+        "stat_energy_from": imported,
+        "stat_energy_to": exported,
+        "stat_cost": None,
+        "entity_energy_price": None,
+        "number_energy_price": None,
+        "stat_compensation": None,
+        "entity_energy_price_export": None,
+        "number_energy_price_export": None,
+        "cost_adjustment_day": 0,
+    }
+    gas_source: energy_data.GasSourceType = {
+        "type": "gas",
+        "stat_energy_from": gas,
+        "stat_cost": None,
+        "entity_energy_price": None,
+        "number_energy_price": None,
+    }
+    manager = await energy_data.async_get_manager(hass)
+    await manager.async_update({"energy_sources": [grid, gas_source], "device_consumption": []})
+    # The dashboard reads statistics: record the states and compile the current period.
+    await async_wait_recording_done(hass)
+    now = dt_util.utcnow()
+    do_adhoc_statistics(
+        hass, start=now.replace(minute=now.minute - now.minute % 5, second=0, microsecond=0)
+    )
+    await async_wait_recording_done(hass)
+    result = await energy_validate.async_validate(hass)
+    assert result.as_dict() == {
+        "energy_sources": [[], []],
+        "device_consumption": [],
+        "device_consumption_water": [],
+    }
+    assert await hass.config_entries.async_unload(serial_entry.entry_id)

@@ -1,0 +1,150 @@
+"""Setup and unload through a real pty and a real TCP socket."""
+
+from __future__ import annotations
+
+import socket
+
+from homeassistant.config_entries import ConfigEntryState
+from homeassistant.const import CONF_DEVICE, CONF_HOST, CONF_PORT, STATE_UNAVAILABLE
+from homeassistant.core import HomeAssistant
+from homeassistant.helpers import entity_registry as er
+from pytest_homeassistant_custom_component.common import MockConfigEntry  # type: ignore[import-untyped]
+
+from custom_components.smarty_p1.const import (
+    CONF_CONNECTION_TYPE,
+    CONF_MIN_INTERVAL,
+    CONNECTION_NETWORK,
+    CONNECTION_SERIAL,
+    DOMAIN,
+)
+from custom_components.smarty_p1.p1.simulator import MeterSimulator, PtyMeter, TcpMeter
+
+from .conftest import make_entry, state_of, wait_for
+
+
+def entity_id(hass: HomeAssistant, serial: str, suffix: str) -> str:
+    """The entity id of a sensor by its unique id."""
+    found = er.async_get(hass).async_get_entity_id("sensor", DOMAIN, f"{serial}_{suffix}")
+    assert found is not None, suffix
+    return found
+
+
+async def test_setup_serial_values_and_unload(
+    hass: HomeAssistant,
+    serial_entry: MockConfigEntry,
+    simulator: MeterSimulator,
+    pty_meter: PtyMeter,
+) -> None:
+    """Entities carry exactly what the meter sent; unloading closes the port."""
+    serial_entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(serial_entry.entry_id)
+    coordinator = serial_entry.runtime_data
+    await wait_for(hass, lambda: coordinator.data is not None)
+    # Stop the meter so the last values are the ones the entities show.
+    pty_meter.close()
+    await wait_for(hass, lambda: not coordinator.last_update_success)
+    sent = simulator.last_values
+    assert coordinator.data.telegram.raw == simulator.last_telegram
+    serial = simulator.serial
+    for obis, key in [
+        ("1-0:1.8.0", "energy_import"),
+        ("1-0:2.8.0", "energy_export"),
+        ("1-0:1.7.0", "power_import"),
+        ("1-0:32.7.0", "voltage_phase_1"),
+        ("1-0:31.7.0", "current_phase_1"),
+        ("1-0:61.7.0", "power_import_phase_3"),
+        ("0-1:24.2.1", "mbus_gas"),
+        ("0-2:24.2.1", "mbus_water"),
+    ]:
+        # Unavailable now, the registry keeps the sensor; the value is checked on the entity.
+        eid = entity_id(hass, serial, f"{obis}_{key}")
+        assert state_of(hass, eid).state == STATE_UNAVAILABLE
+        entity = hass.data["entity_components"]["sensor"].get_entity(eid)
+        assert entity.native_value == sent[obis], obis
+    assert await hass.config_entries.async_unload(serial_entry.entry_id)
+    assert serial_entry.state is ConfigEntryState.NOT_LOADED
+    assert coordinator._writer is None
+    assert coordinator._task is None
+
+
+async def test_setup_network_states(
+    hass: HomeAssistant,
+    network_entry: MockConfigEntry,
+    simulator: MeterSimulator,
+    tcp_meter: TcpMeter,
+) -> None:
+    """Through a TCP bridge, states equal the values of the last telegram."""
+    network_entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(network_entry.entry_id)
+    coordinator = network_entry.runtime_data
+    await wait_for(hass, lambda: coordinator.health.stats.telegrams >= 3)
+    await tcp_meter.close()
+    await wait_for(hass, lambda: not coordinator.last_update_success)
+    energy = er.async_get(hass).async_get_entity_id(
+        "sensor", DOMAIN, f"{simulator.serial}_1-0:1.8.0_energy_import"
+    )
+    assert energy is not None
+    entity = hass.data["entity_components"]["sensor"].get_entity(energy)
+    assert entity.native_value == simulator.last_values["1-0:1.8.0"]
+    assert await hass.config_entries.async_unload(network_entry.entry_id)
+
+
+async def test_states_follow_telegrams(
+    hass: HomeAssistant, serial_entry: MockConfigEntry, simulator: MeterSimulator
+) -> None:
+    """The state machine shows the last telegram's values while the meter runs."""
+    serial_entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(serial_entry.entry_id)
+    coordinator = serial_entry.runtime_data
+    await wait_for(hass, lambda: coordinator.health.stats.telegrams >= 2)
+    eid = entity_id(hass, simulator.serial, "1-0:1.8.0_energy_import")
+    state = hass.states.get(eid)
+    assert state is not None
+    assert state.attributes["unit_of_measurement"] == "kWh"
+    assert state.attributes["device_class"] == "energy"
+    assert state.attributes["state_class"] == "total_increasing"
+    published = coordinator.data.objects["1-0:1.8.0"].value
+    assert state.state == str(published)
+    assert await hass.config_entries.async_unload(serial_entry.entry_id)
+
+
+async def test_not_ready_when_port_missing(hass: HomeAssistant, simulator: MeterSimulator) -> None:
+    """A serial path that does not exist: retry later."""
+    entry = make_entry(
+        simulator,
+        None,
+        **{CONF_CONNECTION_TYPE: CONNECTION_SERIAL, CONF_DEVICE: "/dev/does-not-exist"},
+    )
+    entry.add_to_hass(hass)
+    assert not await hass.config_entries.async_setup(entry.entry_id)
+    assert entry.state is ConfigEntryState.SETUP_RETRY
+    assert "/dev/does-not-exist" in (entry.reason or "")
+
+
+async def test_not_ready_when_host_refuses(hass: HomeAssistant, simulator: MeterSimulator) -> None:
+    """A bridge that refuses the connection: retry later."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    entry = make_entry(
+        simulator,
+        None,
+        **{CONF_CONNECTION_TYPE: CONNECTION_NETWORK, CONF_HOST: "127.0.0.1", CONF_PORT: port},
+    )
+    entry.add_to_hass(hass)
+    assert not await hass.config_entries.async_setup(entry.entry_id)
+    assert entry.state is ConfigEntryState.SETUP_RETRY
+
+
+async def test_options_apply_without_reload(
+    hass: HomeAssistant, serial_entry: MockConfigEntry
+) -> None:
+    """Changing the minimum interval takes effect on the running coordinator."""
+    serial_entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(serial_entry.entry_id)
+    coordinator = serial_entry.runtime_data
+    hass.config_entries.async_update_entry(serial_entry, options={CONF_MIN_INTERVAL: 30})
+    await hass.async_block_till_done()
+    assert serial_entry.runtime_data is coordinator
+    assert coordinator.min_interval == 30
+    assert await hass.config_entries.async_unload(serial_entry.entry_id)
