@@ -25,6 +25,7 @@ from custom_components.smarty_p1.const import (
     CONNECTION_SERIAL,
     DOMAIN,
 )
+from custom_components.smarty_p1.coordinator import SmartyCoordinator
 from custom_components.smarty_p1.p1 import FrameCipher, crc16_arc
 from custom_components.smarty_p1.p1.simulator import MeterSimulator, PtyMeter, TcpMeter, serve_tcp
 
@@ -101,6 +102,13 @@ def pty_meter(simulator: MeterSimulator) -> Iterator[PtyMeter]:
 
 
 @pytest.fixture
+def quiet_pty(simulator: MeterSimulator) -> Iterator[PtyMeter]:
+    """A pty whose meter sends only what a test injects."""
+    with PtyMeter(simulator, count=0) as meter:
+        yield meter
+
+
+@pytest.fixture
 async def tcp_meter(simulator: MeterSimulator) -> AsyncIterator[TcpMeter]:
     """The simulator behind a loopback TCP bridge."""
     async with await serve_tcp(simulator) as meter:
@@ -162,6 +170,14 @@ def state_of(hass: HomeAssistant, entity_id: str | None) -> State:
     return state
 
 
+async def setup(hass: HomeAssistant, entry: MockConfigEntry) -> SmartyCoordinator:
+    """Add and set up an entry; its coordinator."""
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    coordinator: SmartyCoordinator = entry.runtime_data
+    return coordinator
+
+
 async def wait_for(
     hass: HomeAssistant, condition: Callable[[], object], within: float = 5.0
 ) -> None:
@@ -174,10 +190,9 @@ async def wait_for(
 
 
 def with_values(telegram: bytes, **values: str) -> bytes:
-    """A telegram with some lines' bracket contents replaced, and its CRC made right again.
+    """A telegram with some lines' bracket contents replaced and its CRC made right again.
 
-    Keys name OBIS codes with ``_`` for ``-``, ``:`` and ``.`` left as is would not be
-    identifiers, so they are given as a dict: ``with_values(t, **{"1-0:1.8.0": "1.000*kWh"})``.
+    OBIS codes are not identifiers: ``with_values(t, **{"1-0:1.8.0": "000100.000*kWh"})``.
     """
     body = telegram[: telegram.rindex(b"!") + 1].decode("ascii")
     lines = body.split("\r\n")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from unittest.mock import patch
 
@@ -28,7 +28,7 @@ from custom_components.smarty_p1.const import (
 from custom_components.smarty_p1.coordinator import SmartyCoordinator
 from custom_components.smarty_p1.p1.simulator import MeterSimulator, PtyMeter, TcpMeter
 
-from .conftest import KEY, encrypt, make_entry, state_of, wait_for, with_values
+from .conftest import KEY, encrypt, make_entry, setup, state_of, wait_for, with_values
 
 LOGGER_NAME = "custom_components.smarty_p1"
 
@@ -51,22 +51,7 @@ def warnings(caplog: pytest.LogCaptureFixture, text: str) -> int:
     )
 
 
-async def setup(hass: HomeAssistant, entry: MockConfigEntry) -> SmartyCoordinator:
-    """Add and set up an entry; its coordinator."""
-    entry.add_to_hass(hass)
-    assert await hass.config_entries.async_setup(entry.entry_id)
-    coordinator: SmartyCoordinator = entry.runtime_data
-    return coordinator
-
-
 # --- A meter that sends only what the test injects. ---
-
-
-@pytest.fixture
-def quiet_pty(simulator: MeterSimulator) -> Iterator[PtyMeter]:
-    """A pty whose meter sends nothing by itself."""
-    with PtyMeter(simulator, count=0) as meter:
-        yield meter
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from unittest.mock import patch
 
@@ -30,6 +29,7 @@ from .conftest import (
     encrypt,
     load_fixture,
     make_entry,
+    setup,
     state_of,
     wait_for,
     with_values,
@@ -37,21 +37,6 @@ from .conftest import (
 
 VECTOR = load_fixture("enc_synthetic_spec_appendix_4mbus")
 VECTOR_SERIAL = "SAG1030790002574"
-
-
-async def setup(hass: HomeAssistant, entry: MockConfigEntry) -> SmartyCoordinator:
-    """Add and set up an entry; its coordinator."""
-    entry.add_to_hass(hass)
-    assert await hass.config_entries.async_setup(entry.entry_id)
-    coordinator: SmartyCoordinator = entry.runtime_data
-    return coordinator
-
-
-@pytest.fixture
-def quiet_pty(simulator: MeterSimulator) -> Iterator[PtyMeter]:
-    """A pty whose meter sends nothing by itself."""
-    with PtyMeter(simulator, count=0) as meter:
-        yield meter
 
 
 @pytest.fixture

@@ -149,6 +149,10 @@ class FrameReader:
         self._checked = 0
         return frame
 
+    def _too_long(self) -> MalformedFrameError:
+        self._resync()
+        return MalformedFrameError("telegram longer than the maximum frame size")
+
     def _not_a_frame(self) -> _Step:
         self._skip(1)
         return _Step.SKIPPED
@@ -220,8 +224,7 @@ class FrameReader:
         end = _PLAIN_BODY.match(buffer, self._checked).end()  # type: ignore[union-attr]
         if end == have:
             if have > self.max_frame:
-                self._resync()
-                return MalformedFrameError("telegram longer than the maximum frame size")
+                return self._too_long()
             self._checked = end
             return _Step.NEED_MORE
         if buffer[end] != ord("!"):
@@ -234,6 +237,9 @@ class FrameReader:
                 return _Step.NEED_MORE
             self._resync()
             return MalformedFrameError("telegram does not end in !CRC")
+        if tail.end() > self.max_frame:
+            # Also when it arrives in one piece: the verdict must not depend on the chunking.
+            return self._too_long()
         telegram = bytes(buffer[: tail.end()])
         try:
             crc = check_telegram(telegram)

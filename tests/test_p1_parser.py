@@ -1,0 +1,259 @@
+"""Decoding telegram lines into typed values."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
+
+import pytest
+
+from custom_components.smarty_p1.p1 import (
+    OBIS_CATALOG,
+    CosemObject,
+    NotATelegramError,
+    ObisKind,
+    Telegram,
+    describe,
+    generic_code,
+    mbus_channel,
+    parse_telegram,
+    parse_timestamp,
+)
+from custom_components.smarty_p1.p1.telegram import decode_text
+
+from .p1_helpers import (  # the fixture replaces conftest's Home Assistant set-up
+    auto_enable_custom_integrations,  # noqa: F401
+    plaintext,
+)
+
+SUMMER = timezone(timedelta(hours=2))
+WINTER = timezone(timedelta(hours=1))
+
+
+def _telegram(*lines: str, header: str = "/Lux5\\253663629_D") -> Telegram:
+    body = "\r\n".join((header, "", *lines)) + "\r\n!"
+    return parse_telegram((body + "0000\r\n").encode())
+
+
+def _one(line: str) -> CosemObject:
+    (obj,) = _telegram(line).objects.values()
+    return obj
+
+
+@pytest.mark.parametrize(
+    ("line", "value", "unit"),
+    [
+        ("1-0:1.8.0(000273.764*kWh)", Decimal("273.764"), "kWh"),
+        ("1-0:1.7.0(00.000*kW)", Decimal("0.000"), "kW"),
+        # 2018 firmware sends some values without a unit.
+        ("0-0:17.0.0(77.376)", Decimal("77.376"), None),
+        ("0-0:17.0.0(069.0*kVA)", Decimal("69.0"), "kVA"),
+        ("1-0:31.7.0(001*A)", Decimal(1), "A"),
+        ("1-0:32.7.0(231.0*V)", Decimal("231.0"), "V"),
+        ("0-0:96.7.21(01067)", Decimal(1067), None),
+        ("1-0:99.1.0(-5.25*X)", Decimal("-5.25"), "X"),
+    ],
+)
+def test_numbers_keep_the_meters_precision(line: str, value: Decimal, unit: str | None) -> None:
+    obj = _one(line)
+    assert obj.value == value
+    assert isinstance(obj.value, Decimal)
+    # Same digits after the point: 0.000 stays 0.000, not 0.
+    assert obj.value.as_tuple().exponent == value.as_tuple().exponent
+    assert obj.unit == unit
+    assert obj.raw == (line[line.index("(") + 1 : -1],)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("260403175431S", datetime(2026, 4, 3, 17, 54, 31, tzinfo=SUMMER)),
+        ("180130102122W", datetime(2018, 1, 30, 10, 21, 22, tzinfo=WINTER)),
+        # DSMR 2/3 carry no suffix: local time, read as winter time.
+        ("180130102122", datetime(2018, 1, 30, 10, 21, 22, tzinfo=WINTER)),
+        ("632525252525S", None),
+        ("261332000000W", None),
+        ("26040317543", None),
+        ("hello", None),
+    ],
+)
+def test_timestamps(text: str, expected: datetime | None) -> None:
+    assert parse_timestamp(text) == expected
+    if expected is not None:
+        assert parse_timestamp(text) == expected.astimezone(UTC)
+
+
+def test_meter_time_object() -> None:
+    obj = _one("0-0:1.0.0(261025025959S)")
+    assert obj.value == datetime(2026, 10, 25, 0, 59, 59, tzinfo=UTC)
+    assert _one("0-0:1.0.0(261025020000W)").value == datetime(2026, 10, 25, 1, tzinfo=UTC)
+
+
+def test_empty_values_are_none_or_empty_text() -> None:
+    assert _one("1-0:1.7.0()").value is None
+    message = _one("0-0:96.13.0()")
+    assert message.value == ""
+    assert message.raw == ("",)
+
+
+@pytest.mark.parametrize(
+    ("line", "value"),
+    [
+        ("0-0:42.0.0(53414731303330373030303132373031)", "SAG1030700012701"),
+        ("0-1:96.1.0(464C4F313832333730313230333530)", "FLO182370120350"),
+        ("0-0:96.13.0(48656C6C6F20776F726C64)", "Hello world"),
+        # Not printable once decoded, or not hex at all: kept as sent.
+        ("0-0:96.13.0(00FF)", "00FF"),
+        ("0-0:96.13.0(ABC)", "ABC"),
+        ("0-0:96.1.1(3960221976967177082151037881335713)", '9`"\x19vyqw\x08!Q\x03x\x813W\x13'),
+    ],
+)
+def test_hex_text(line: str, value: str) -> None:
+    expected = value if value.isprintable() else line[line.index("(") + 1 : -1]
+    assert _one(line).value == expected
+
+
+def test_decode_text() -> None:
+    assert decode_text("4142") == "AB"
+    assert decode_text("") == ""
+    assert decode_text("not hex") == "not hex"
+
+
+def test_version_is_kept_as_text() -> None:
+    assert _one("1-3:0.2.8(42)").value == "42"
+    assert _one("1-3:0.2.8()").value is None
+    assert _one("0-0:96.1.4(50217)").value == "50217"
+
+
+def test_current_limits_are_a_tuple() -> None:
+    obj = _one("1-1:31.4.0(040*A)(-040*A)")
+    assert obj.value == (Decimal(40), Decimal(-40))
+    assert obj.unit == "A"
+    assert obj.raw == ("040*A", "-040*A")
+
+
+def test_mixed_units_give_no_unit() -> None:
+    obj = _one("1-0:99.2.0(1*A)(2*V)(text)")
+    assert obj.value == (Decimal(1), Decimal(2), "text")
+    assert obj.unit is None
+
+
+def test_mbus_reading() -> None:
+    gas = _one("0-1:24.2.1(260403174542S)(14239.771*m3)")
+    assert gas.value == Decimal("14239.771")
+    assert gas.unit == "m3"
+    assert gas.timestamp == datetime(2026, 4, 3, 17, 45, 42, tzinfo=SUMMER)
+    heat = _one("0-3:24.2.1(200706102900W)(00028.103*GJ)")
+    assert (heat.value, heat.unit) == (Decimal("28.103"), "GJ")
+
+
+def test_mbus_placeholder_time_means_no_reading() -> None:
+    empty = _one("0-2:24.2.1(632525252525S)(00000.000)")
+    assert empty.value is None
+    assert empty.timestamp is None
+    assert empty.raw == ("632525252525S", "00000.000")
+
+
+def test_belgian_peak_demand_is_a_timed_reading() -> None:
+    obj = _one("1-0:1.6.0(200509134558S)(02.589*kW)")
+    assert (obj.value, obj.unit) == (Decimal("2.589"), "kW")
+    assert obj.timestamp == datetime(2020, 5, 9, 13, 45, 58, tzinfo=SUMMER)
+
+
+def test_failure_log() -> None:
+    obj = _one(
+        "1-0:99.97.0(2)(0-0:96.7.19)(101208152415W)(0000000240*s)(101208151004W)(0000000301*s)"
+    )
+    assert obj.value == (
+        (datetime(2010, 12, 8, 15, 24, 15, tzinfo=WINTER), Decimal(240)),
+        (datetime(2010, 12, 8, 15, 10, 4, tzinfo=WINTER), Decimal(301)),
+    )
+    assert obj.unit == "s"
+    assert _one("1-0:99.97.0(0)(0-0:96.7.19)").value == ()
+    broken = _one("1-0:99.97.0(1)(0-0:96.7.19)(nonsense)(oops)")
+    assert broken.value == ((None, None),)
+
+
+def test_dsmr22_gas_reading_continues_on_the_next_line() -> None:
+    telegram = _telegram(
+        "0-1:24.3.0(121030140000)(00)(60)(1)(0-1:24.2.1)(m3)",
+        "(00610.181)",
+        "0-1:24.4.0(1)",
+        header="/ISk5\\2ME382-1004",
+    )
+    gas = telegram.objects["0-1:24.3.0"]
+    assert gas.raw == ("121030140000", "00", "60", "1", "0-1:24.2.1", "m3", "00610.181")
+    assert telegram.objects["0-1:24.4.0"].value == Decimal(1)
+
+
+def test_unknown_codes_and_text_are_kept() -> None:
+    telegram = _telegram("9-9:9.9.9(whatever)", "1-0:0.0.0", "1-0:1.8.0(12.5*kWh)")
+    assert telegram.objects["9-9:9.9.9"].value == "whatever"
+    assert telegram.objects["1-0:0.0.0"].raw == ()
+    assert telegram.objects["1-0:0.0.0"].value == ()
+    assert list(telegram.objects) == ["9-9:9.9.9", "1-0:0.0.0", "1-0:1.8.0"]
+
+
+@pytest.mark.parametrize("text", ["NaN", "Infinity", "-", "1.2.3", "+x1"])
+def test_text_that_looks_numeric_is_not_a_number(text: str) -> None:
+    assert not isinstance(_one(f"1-0:1.8.0({text})").value, Decimal)
+
+
+def test_lines_after_the_end_are_ignored() -> None:
+    telegram = parse_telegram(b"/ABC5\r\n\r\n1-0:1.8.0(1*kWh)\r\n!\r\n1-0:2.8.0(2*kWh)\r\n")
+    assert list(telegram.objects) == ["1-0:1.8.0"]
+    assert telegram.crc is None
+
+
+@pytest.mark.parametrize("data", [b"no header\r\n!0000\r\n", b"/ABC5\xff\r\n!0000\r\n"])
+def test_not_a_telegram(data: bytes) -> None:
+    with pytest.raises(NotATelegramError):
+        parse_telegram(data)
+
+
+def test_real_telegram_view() -> None:
+    telegram = parse_telegram(plaintext("plain_lu_real_2026_meterlogger"), crc=0x80F6)
+    assert telegram.serial == "SAG1030700012701"
+    assert telegram.get("1-0:2.8.0") is not None
+    assert telegram.get("1-0:2.8.1") is None
+    view = telegram.as_dict()
+    assert view["header"] == "Lux5\\253663629_D"
+    assert view["encrypted"] is False
+    assert view["system_title"] is None
+    values = view["values"]
+    assert values["1-0:2.8.0"] == {"value": 112743.03, "unit": "kWh", "timestamp": None}
+    assert values["0-0:96.7.21"]["value"] == 1067
+    assert values["1-1:31.4.0"]["value"] == [40, -40]
+    assert values["0-0:1.0.0"]["value"] == "2026-04-03T17:54:31+02:00"
+    assert values["0-1:24.2.1"] == {
+        "value": 14239.771,
+        "unit": "m3",
+        "timestamp": "2026-04-03T17:45:42+02:00",
+    }
+    assert values["0-0:96.13.0"]["value"] == ""
+    # The telegram bytes stay out of the repr (and so out of logs).
+    assert "b'/" not in repr(telegram)
+
+
+def test_serial_falls_back_to_the_dutch_identifier() -> None:
+    dutch = parse_telegram(plaintext("plain_nl_dsmr5_iskra_dsmr_parser"))
+    assert dutch.serial is not None
+    assert dutch.serial == dutch.objects["0-0:96.1.1"].value
+    assert _telegram("1-0:1.8.0(1*kWh)").serial is None
+
+
+def test_catalog() -> None:
+    assert describe("1-0:1.8.0") == OBIS_CATALOG["1-0:1.8.0"]
+    assert describe("0-3:24.2.1") == OBIS_CATALOG["0-x:24.2.1"]
+    assert describe("0-0:96.13.4") == OBIS_CATALOG["0-0:96.13.x"]
+    assert describe("0-0:96.13.0") == OBIS_CATALOG["0-0:96.13.0"]
+    assert describe("9-9:9.9.9") is None
+    assert generic_code("0-2:96.1.0") == "0-x:96.1.0"
+    assert generic_code("0-1:96.3.10") == "0-1:96.3.10"
+    assert mbus_channel("0-4:24.2.1") == 4
+    assert mbus_channel("0-1:96.3.10") is None
+    assert mbus_channel("1-0:1.8.0") is None
+    assert OBIS_CATALOG["1-1:31.4.0"].kind is ObisKind.LIMITS
+    # Every object of the Luxembourg specification's example is described.
+    for obis in parse_telegram(plaintext("plain_lu_spec_v113_appendix")).objects:
+        assert describe(obis) is not None, obis
