@@ -11,3 +11,4 @@ else
   SMARTY_VENV_HOST="$SMARTY_ROOT/opt/venv"
   SMARTY_VENV=/opt/venv
 fi
+SMARTY_VENV_OLDEST="$SMARTY_VENV-oldest"

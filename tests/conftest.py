@@ -13,8 +13,8 @@ from unittest.mock import PropertyMock, patch
 import pytest
 from homeassistant.const import CONF_DEVICE, CONF_HOST, CONF_PORT
 from homeassistant.core import HomeAssistant, State
-from pytest_homeassistant_custom_component.common import MockConfigEntry  # type: ignore[import-untyped]
-from pytest_homeassistant_custom_component.syrupy import HomeAssistantSnapshotExtension  # type: ignore[import-untyped]
+from pytest_homeassistant_custom_component.common import MockConfigEntry
+from pytest_homeassistant_custom_component.syrupy import HomeAssistantSnapshotExtension
 from syrupy.assertion import SnapshotAssertion
 
 from custom_components.smarty_p1.const import (
@@ -40,12 +40,7 @@ INTERVAL = 0.05
 def auto_enable_custom_integrations(
     hass: HomeAssistant, enable_custom_integrations: None, socket_enabled: None
 ) -> None:
-    """Load custom_components/smarty_p1; allow loopback sockets (the TCP meters).
-
-    The manifest depends on "usb" (the flow's port picker), whose libraries are not installed
-    in the test environment and which has nothing to find here: it counts as loaded.
-    """
-    hass.config.components.add("usb")
+    """Load custom_components/smarty_p1; allow loopback sockets (the TCP meters)."""
 
 
 @pytest.fixture(autouse=True)

@@ -17,8 +17,8 @@ from homeassistant.const import CONF_DEVICE, CONF_HOST, CONF_PORT
 from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
 from homeassistant.helpers import translation
-from pytest_homeassistant_custom_component.common import MockConfigEntry  # type: ignore[import-untyped]
-from serial.tools.list_ports_common import ListPortInfo  # type: ignore[import-untyped]
+from pytest_homeassistant_custom_component.common import MockConfigEntry
+from serial.tools.list_ports_common import ListPortInfo
 
 from custom_components.smarty_p1 import config_flow
 from custom_components.smarty_p1.connection import probe
@@ -180,7 +180,7 @@ async def start(hass: HomeAssistant, step: str) -> ConfigFlowResult:
 async def choose(hass: HomeAssistant, result: ConfigFlowResult, step: str) -> ConfigFlowResult:
     """Pick a menu entry (the connection type) and check the texts of what comes back."""
     assert result["type"] is FlowResultType.MENU
-    assert result["menu_options"] == ["serial", "network"]
+    assert result["menu_options"] == ["serial", "network", "mqtt"]
     await assert_translated(hass, result)
     result = await hass.config_entries.flow.async_configure(
         result["flow_id"], {"next_step_id": step}

@@ -15,6 +15,7 @@ from custom_components.smarty_p1.connection import (
     KeyRequired,
     NoData,
     NotAMeter,
+    StreamSource,
     probe,
 )
 from custom_components.smarty_p1.const import (
@@ -27,7 +28,7 @@ from custom_components.smarty_p1.p1.simulator import MeterSimulator, PtyMeter, T
 
 from .conftest import KEY
 
-type Serve = Callable[[bytes, bool], Awaitable[Endpoint]]
+type Serve = Callable[[bytes, bool], Awaitable[StreamSource]]
 
 
 @pytest.fixture
@@ -35,7 +36,7 @@ async def serve() -> AsyncIterator[Serve]:
     """Loopback servers that send fixed bytes to each client, then close or stay open."""
     servers: list[asyncio.Server] = []
 
-    async def start(payload: bytes, close: bool) -> Endpoint:
+    async def start(payload: bytes, close: bool) -> StreamSource:
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             writer.write(payload)
             await writer.drain()
@@ -45,8 +46,8 @@ async def serve() -> AsyncIterator[Serve]:
 
         server = await asyncio.start_server(handle, "127.0.0.1", 0)
         servers.append(server)
-        return Endpoint(
-            CONNECTION_NETWORK, host="127.0.0.1", port=server.sockets[0].getsockname()[1]
+        return StreamSource(
+            Endpoint(CONNECTION_NETWORK, host="127.0.0.1", port=server.sockets[0].getsockname()[1])
         )
 
     yield start
@@ -76,14 +77,14 @@ def test_endpoint_from_entry_data() -> None:
 async def test_probe_tcp_meter(tcp_meter: TcpMeter, simulator: MeterSimulator) -> None:
     """The first telegram from a bridge, with the right key."""
     telegram = await probe(
-        Endpoint(CONNECTION_NETWORK, host="127.0.0.1", port=tcp_meter.port), KEY, 2
+        StreamSource(Endpoint(CONNECTION_NETWORK, host="127.0.0.1", port=tcp_meter.port)), KEY, 2
     )
     assert telegram.serial == simulator.serial
 
 
 async def test_probe_errors_on_pty(pty_meter: PtyMeter) -> None:
     """Wrong key, no key: specific errors, with no key material in the message."""
-    endpoint = Endpoint(CONNECTION_SERIAL, device=pty_meter.path)
+    endpoint = StreamSource(Endpoint(CONNECTION_SERIAL, device=pty_meter.path))
     wrong = bytes(range(16))
     with pytest.raises(InvalidKey) as err:
         await probe(endpoint, wrong, 2)
@@ -109,7 +110,7 @@ async def test_probe_stream_errors(serve: Serve) -> None:
 async def test_probe_unplugged_during_read(simulator: MeterSimulator) -> None:
     """The cable pulled while the probe reads: cannot_connect."""
     meter = PtyMeter(simulator, count=0)
-    endpoint = Endpoint(CONNECTION_SERIAL, device=meter.path)
+    endpoint = StreamSource(Endpoint(CONNECTION_SERIAL, device=meter.path))
     task = asyncio.create_task(probe(endpoint, KEY, 2))
     await asyncio.sleep(0.1)
     meter.close()

@@ -17,7 +17,7 @@ from homeassistant.const import (
 )
 from homeassistant.core import Event, EventStateChangedData, HomeAssistant
 from homeassistant.helpers import entity_registry as er
-from pytest_homeassistant_custom_component.common import MockConfigEntry  # type: ignore[import-untyped]
+from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.smarty_p1.const import (
     CONF_CONNECTION_TYPE,

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 from homeassistant.core import HomeAssistant
-from pytest_homeassistant_custom_component.common import MockConfigEntry  # type: ignore[import-untyped]
-from pytest_homeassistant_custom_component.components.diagnostics import (  # type: ignore[import-untyped]
+from pytest_homeassistant_custom_component.common import MockConfigEntry
+from pytest_homeassistant_custom_component.components.diagnostics import (
     get_diagnostics_for_config_entry,
 )
-from pytest_homeassistant_custom_component.typing import ClientSessionGenerator  # type: ignore[import-untyped]
+from pytest_homeassistant_custom_component.typing import ClientSessionGenerator
 
 from custom_components.smarty_p1.p1.simulator import MeterSimulator
 

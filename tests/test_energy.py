@@ -9,8 +9,8 @@ from homeassistant.core import HomeAssistant
 from homeassistant.helpers import entity_registry as er
 from homeassistant.setup import async_setup_component
 from homeassistant.util import dt as dt_util
-from pytest_homeassistant_custom_component.common import MockConfigEntry  # type: ignore[import-untyped]
-from pytest_homeassistant_custom_component.components.recorder.common import (  # type: ignore[import-untyped]
+from pytest_homeassistant_custom_component.common import MockConfigEntry
+from pytest_homeassistant_custom_component.components.recorder.common import (
     async_wait_recording_done,
     do_adhoc_statistics,
 )
@@ -29,7 +29,6 @@ def auto_enable_custom_integrations(
     socket_enabled: None,
 ) -> None:
     """As in conftest, with the recorder (statistics) set up before hass, as it must be."""
-    hass.config.components.add("usb")
 
 
 async def test_energy_dashboard_accepts_the_grid_sensors(

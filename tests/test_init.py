@@ -8,7 +8,7 @@ from homeassistant.config_entries import ConfigEntryState
 from homeassistant.const import CONF_DEVICE, CONF_HOST, CONF_PORT, STATE_UNAVAILABLE
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import entity_registry as er
-from pytest_homeassistant_custom_component.common import MockConfigEntry  # type: ignore[import-untyped]
+from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.smarty_p1.const import (
     CONF_CONNECTION_TYPE,
@@ -63,7 +63,7 @@ async def test_setup_serial_values_and_unload(
         assert entity.native_value == sent[obis], obis
     assert await hass.config_entries.async_unload(serial_entry.entry_id)
     assert serial_entry.state is ConfigEntryState.NOT_LOADED
-    assert coordinator._writer is None
+    assert not coordinator.health.connected
     assert coordinator._task is None
 
 

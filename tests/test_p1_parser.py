@@ -194,7 +194,7 @@ def test_unknown_codes_and_text_are_kept() -> None:
     assert list(telegram.objects) == ["9-9:9.9.9", "1-0:0.0.0", "1-0:1.8.0"]
 
 
-@pytest.mark.parametrize("text", ["NaN", "Infinity", "-", "1.2.3", "+x1"])
+@pytest.mark.parametrize("text", ["+NaN1", "-sNaN2", "NaN", "Infinity", "-", "1.2.3", "+x1"])
 def test_text_that_looks_numeric_is_not_a_number(text: str) -> None:
     assert not isinstance(_one(f"1-0:1.8.0({text})").value, Decimal)
 
@@ -257,3 +257,17 @@ def test_catalog() -> None:
     # Every object of the Luxembourg specification's example is described.
     for obis in parse_telegram(plaintext("plain_lu_spec_v113_appendix")).objects:
         assert describe(obis) is not None, obis
+
+
+def test_telegram_without_an_end_line() -> None:
+    telegram = parse_telegram(b"/ABC5\r\n\r\n1-0:1.8.0(1*kWh)\r\n")
+    assert list(telegram.objects) == ["1-0:1.8.0"]
+
+
+def test_many_unknown_codes() -> None:
+    # More distinct codes than the kind cache holds: it starts over and stays correct.
+    lines = [f"9-9:{index}.0.0({index})" for index in range(5000)]
+    telegram = _telegram(*lines, "1-0:1.8.0(000001.000*kWh)")
+    assert len(telegram.objects) == 5001
+    assert telegram.objects["9-9:4999.0.0"].value == Decimal(4999)
+    assert telegram.objects["1-0:1.8.0"].unit == "kWh"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import socket
+import struct
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -332,3 +334,27 @@ async def test_tcp_meter_finishes_after_count() -> None:
     async with asyncio.timeout(10):
         while await reader.read(65536):
             pass
+
+
+async def test_tcp_meter_survives_clients_that_reset_or_stall() -> None:
+    sim = MeterSimulator(None, interval=0.05)
+    meter = await serve_tcp(sim)
+    stalled_reader, stalled = await asyncio.open_connection("127.0.0.1", meter.port)
+    resetting = socket.create_connection(("127.0.0.1", meter.port))
+    async with asyncio.timeout(10):
+        await stalled_reader.read(1)
+        # A client that vanishes with a reset is dropped from the broadcast.
+        resetting.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        resetting.close()
+        while meter.clients > 1:  # noqa: ASYNC110 - the meter keeps a count, not an event
+            await asyncio.sleep(0.01)
+        # A client that does not read gets no more than a bounded backlog: the rest is lost.
+        for _ in range(40):
+            meter.inject(bytes(1 << 20))
+        received = 0
+        stalled.close()
+        await meter.close()
+        while data := await stalled_reader.read(1 << 20):
+            received += len(data)
+    assert received < 20 << 20
+    await meter.close()  # closing twice is harmless

@@ -6,7 +6,6 @@ from homeassistant.const import Platform
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import device_registry as dr
 
-from .const import CONF_MIN_INTERVAL, DEFAULT_MIN_INTERVAL
 from .coordinator import SmartyConfigEntry, SmartyCoordinator
 from .entity import meter_device
 
@@ -22,7 +21,6 @@ async def async_setup_entry(hass: HomeAssistant, entry: SmartyConfigEntry) -> bo
     )
     await coordinator.async_start()
     entry.runtime_data = coordinator
-    entry.async_on_unload(entry.add_update_listener(_async_options_updated))
     await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
     return True
 
@@ -30,8 +28,3 @@ async def async_setup_entry(hass: HomeAssistant, entry: SmartyConfigEntry) -> bo
 async def async_unload_entry(hass: HomeAssistant, entry: SmartyConfigEntry) -> bool:
     """Remove the entities; the coordinator's shutdown (registered on unload) closes the port."""
     return await hass.config_entries.async_unload_platforms(entry, PLATFORMS)
-
-
-async def _async_options_updated(hass: HomeAssistant, entry: SmartyConfigEntry) -> None:
-    # The only option takes effect at the next telegram: no reconnect needed.
-    entry.runtime_data.min_interval = entry.options.get(CONF_MIN_INTERVAL, DEFAULT_MIN_INTERVAL)

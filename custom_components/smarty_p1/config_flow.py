@@ -31,14 +31,16 @@ from homeassistant.helpers.selector import (
     TextSelectorConfig,
     TextSelectorType,
 )
-from serial.tools.list_ports import comports  # type: ignore[import-untyped]
+from serial.tools.list_ports import comports
 
-from .connection import Endpoint, InvalidKey, KeyRequired, ProbeError, probe
+from .connection import Endpoint, InvalidKey, KeyRequired, ProbeError, probe, source_for
 from .const import (
     CONF_CONNECTION_TYPE,
     CONF_DECRYPTION_KEY,
     CONF_MIN_INTERVAL,
     CONF_SERIAL_NUMBER,
+    CONF_TOPIC,
+    CONNECTION_MQTT,
     CONNECTION_NETWORK,
     CONNECTION_SERIAL,
     DEFAULT_MIN_INTERVAL,
@@ -55,7 +57,7 @@ _HOLDS_PORT = (ConfigEntryState.LOADED, ConfigEntryState.SETUP_RETRY)
 # Probe errors that a key answers: they lead to the key step, not back to the connection form.
 _ASK_FOR_KEY = (KeyRequired.error, InvalidKey.error)
 # The steps of the first menu (adding) and of the reconfigure menu: how the meter is connected.
-_CONNECTION_STEPS = ["serial", "network"]
+_CONNECTION_STEPS = ["serial", "network", "mqtt"]
 
 MANUAL_PATH_SCHEMA = probatio.Schema({probatio.Required(CONF_DEVICE): TextSelector()})
 NETWORK_SCHEMA = probatio.Schema(
@@ -66,6 +68,7 @@ NETWORK_SCHEMA = probatio.Schema(
         ),
     }
 )
+MQTT_SCHEMA = probatio.Schema({probatio.Required(CONF_TOPIC): TextSelector()})
 KEY_SCHEMA = probatio.Schema(
     {
         probatio.Required(CONF_DECRYPTION_KEY): TextSelector(
@@ -189,6 +192,10 @@ class SmartyConfigFlow(ConfigFlow, domain=DOMAIN):
             "network", NETWORK_SCHEMA, CONNECTION_NETWORK, user_input
         )
 
+    async def async_step_mqtt(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """The MQTT topic on which a dongle publishes the meter's raw frames."""
+        return await self._async_connection_step("mqtt", MQTT_SCHEMA, CONNECTION_MQTT, user_input)
+
     async def async_step_key(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
         """Ask for the decryption key of an encrypted meter."""
         return await self._async_key_step("key", user_input)
@@ -245,6 +252,11 @@ class SmartyConfigFlow(ConfigFlow, domain=DOMAIN):
                 CONF_CONNECTION_TYPE: CONNECTION_NETWORK,
                 CONF_HOST: user_input[CONF_HOST].strip(),
                 CONF_PORT: int(user_input[CONF_PORT]),
+            }
+        elif connection_type == CONNECTION_MQTT:
+            connection = {
+                CONF_CONNECTION_TYPE: CONNECTION_MQTT,
+                CONF_TOPIC: user_input[CONF_TOPIC].strip(),
             }
         else:
             connection = {
@@ -304,7 +316,7 @@ class SmartyConfigFlow(ConfigFlow, domain=DOMAIN):
         endpoint = Endpoint.from_data(self._connection)
         key = bytes.fromhex(self._key) if self._key is not None else None
         try:
-            telegram = await probe(endpoint, key)
+            telegram = await probe(source_for(self.hass, endpoint), key)
         except ProbeError as err:
             LOGGER.debug("Probe of %s failed: %s", endpoint, err)
             raise
@@ -324,7 +336,7 @@ class NoSerialError(ProbeError):
 
 def _connection_data(data: Mapping[str, Any]) -> dict[str, Any]:
     """The connection part of entry data (no key, no serial)."""
-    keys = (CONF_CONNECTION_TYPE, CONF_DEVICE, CONF_HOST, CONF_PORT)
+    keys = (CONF_CONNECTION_TYPE, CONF_DEVICE, CONF_HOST, CONF_PORT, CONF_TOPIC)
     return {key: data[key] for key in keys if key in data}
 
 

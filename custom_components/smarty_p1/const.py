@@ -13,12 +13,20 @@ LOGGER = logging.getLogger(__package__)
 CONF_CONNECTION_TYPE: Final = "connection_type"
 CONNECTION_SERIAL: Final = "serial"
 CONNECTION_NETWORK: Final = "network"
+CONNECTION_MQTT: Final = "mqtt"
+CONF_TOPIC: Final = "topic"  # the MQTT topic of a dongle that publishes the raw frames
 CONF_DECRYPTION_KEY: Final = "decryption_key"  # 32 upper-case hex digits; None: plaintext meter
 CONF_SERIAL_NUMBER: Final = "serial_number"
 
 # Options.
 CONF_MIN_INTERVAL: Final = "min_update_interval"  # seconds; 0 = every telegram
 DEFAULT_MIN_INTERVAL: Final = 0
+# Re-broadcast of the decrypted telegrams on a TCP port, for DSMR-reader and the like.
+CONF_REBROADCAST: Final = "rebroadcast"
+CONF_REBROADCAST_HOST: Final = "rebroadcast_host"
+CONF_REBROADCAST_PORT: Final = "rebroadcast_port"
+DEFAULT_REBROADCAST_HOST: Final = "127.0.0.1"  # other machines only if the user says so
+DEFAULT_REBROADCAST_PORT: Final = 2323
 
 BAUDRATE: Final = 115200
 # The meter sends every 10 s; a telegram may take a while after the port opens.

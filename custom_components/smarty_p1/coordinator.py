@@ -17,7 +17,7 @@ from homeassistant.exceptions import ConfigEntryNotReady
 from homeassistant.helpers.update_coordinator import DataUpdateCoordinator
 from homeassistant.util import dt as dt_util
 
-from .connection import READ_CHUNK, CannotConnect, Endpoint, close_stream, open_stream
+from .connection import CannotConnect, Endpoint, source_for
 from .const import (
     AUTH_FAILURE_WINDOW,
     CONF_DECRYPTION_KEY,
@@ -77,6 +77,7 @@ class Health:
     reconnects: int = 0
     foreign_telegrams: int = 0
     energy_regressions: int = 0
+    stale_telegrams: int = 0
     last_telegram: datetime | None = None
     connected: bool = False
 
@@ -87,6 +88,7 @@ class Health:
             "reconnects": self.reconnects,
             "foreign_telegrams": self.foreign_telegrams,
             "energy_regressions": self.energy_regressions,
+            "stale_telegrams": self.stale_telegrams,
             "last_telegram": self.last_telegram.isoformat() if self.last_telegram else None,
             "connected": self.connected,
         }
@@ -108,11 +110,11 @@ class SmartyCoordinator(DataUpdateCoordinator[SmartyData]):
     def __init__(self, hass: HomeAssistant, entry: SmartyConfigEntry) -> None:
         super().__init__(hass, LOGGER, config_entry=entry, name=f"{DOMAIN} {entry.title}")
         self.endpoint = Endpoint.from_data(entry.data)
+        self.source = source_for(hass, self.endpoint)
         key_text = entry.data.get(CONF_DECRYPTION_KEY)
         self._key = parse_key(key_text) if key_text else None
         self.serial: str | None = entry.unique_id or entry.data.get(CONF_SERIAL_NUMBER)
         self.health = Health()
-        self._writer: asyncio.StreamWriter | None = None
         self._task: asyncio.Task[None] | None = None
         self._delay = RECONNECT_MIN_DELAY
         self._last_valid = 0.0
@@ -123,25 +125,33 @@ class SmartyCoordinator(DataUpdateCoordinator[SmartyData]):
         self._accepted: dict[str, CosemObject] = {}
         self._mbus_ids: dict[int, object] = {}
         self._logged: set[str] = set()
+        # Frame counter and meter time of the last accepted telegram: a replay is not news.
+        self._last_counter: int | None = None
+        self._last_clock: datetime | None = None
         # Min-interval window: sums and counts of instantaneous values since the last publish.
         self._sums: dict[str, Decimal] = {}
         self._counts: Counter[str] = Counter()
         self._published_at: float | None = None
-        self.min_interval: float = entry.options.get(CONF_MIN_INTERVAL, DEFAULT_MIN_INTERVAL)
+
+    @property
+    def min_interval(self) -> float:
+        """Seconds between state updates (0: every telegram); read live, so a changed option
+        applies at the next telegram without a reload."""
+        return float(self.config_entry.options.get(CONF_MIN_INTERVAL, DEFAULT_MIN_INTERVAL))
 
     async def async_start(self) -> None:
         """Open the connection and start reading; raises ConfigEntryNotReady."""
         try:
-            reader, self._writer = await open_stream(self.endpoint)
+            await self.source.open()
         except CannotConnect as err:
             raise ConfigEntryNotReady(
                 translation_domain=DOMAIN,
-                translation_key="cannot_connect",
+                translation_key=err.error,
                 translation_placeholders={"endpoint": str(self.endpoint)},
             ) from err
         self.health.connected = True
         self._task = self.config_entry.async_create_background_task(
-            self.hass, self._run(reader), f"{DOMAIN} reader {self.endpoint}"
+            self.hass, self._run(), f"{DOMAIN} reader {self.endpoint}"
         )
 
     async def async_shutdown(self) -> None:
@@ -153,15 +163,13 @@ class SmartyCoordinator(DataUpdateCoordinator[SmartyData]):
         await self._close()
 
     async def _close(self) -> None:
-        writer, self._writer = self._writer, None
         self.health.connected = False
-        if writer is not None:
-            await close_stream(writer)
+        await self.source.close()
 
-    async def _run(self, reader: asyncio.StreamReader) -> None:
+    async def _run(self) -> None:
         while True:
             try:
-                await self._read(reader)
+                await self._read()
                 reason = "the connection was closed"
             except _SilenceError:
                 reason = f"no valid telegram for {SILENCE_TIMEOUT:g} s"
@@ -173,23 +181,23 @@ class SmartyCoordinator(DataUpdateCoordinator[SmartyData]):
                 reason = "unexpected error"
             await self._close()
             self._set_unavailable(reason)
-            reader = await self._reconnect()
+            await self._reconnect()
 
-    async def _reconnect(self) -> asyncio.StreamReader:
+    async def _reconnect(self) -> None:
         while True:
             await asyncio.sleep(self._delay)
             self._delay = min(self._delay * 2, RECONNECT_MAX_DELAY)
             try:
-                reader, self._writer = await open_stream(self.endpoint)
+                await self.source.open()
             except CannotConnect as err:
                 LOGGER.debug("Reconnecting to %s failed: %s", self.endpoint, err)
                 continue
             self.health.reconnects += 1
             self.health.connected = True
             LOGGER.debug("Reconnected to %s", self.endpoint)
-            return reader
+            return
 
-    async def _read(self, reader: asyncio.StreamReader) -> None:
+    async def _read(self) -> None:
         """Read until EOF (returns), an error (raises OSError) or silence (raises _SilenceError)."""
         decoder = TelegramDecoder(self._key)
         # One stats object across connections, so counters and frame-counter checks carry over.
@@ -199,7 +207,7 @@ class SmartyCoordinator(DataUpdateCoordinator[SmartyData]):
             remaining = self._last_valid + SILENCE_TIMEOUT - monotonic()
             try:
                 async with asyncio.timeout(remaining):
-                    data = await reader.read(READ_CHUNK)
+                    data = await self.source.read()
             except TimeoutError:
                 raise _SilenceError from None
             if not data:
@@ -246,6 +254,10 @@ class SmartyCoordinator(DataUpdateCoordinator[SmartyData]):
                 "foreign", "Ignoring telegrams of another meter on %s: %s", "meter swapped?"
             )
             return False
+        if self._stale(telegram):
+            self.health.stale_telegrams += 1
+            self._log_once("stale", "Ignoring a replayed telegram from %s: %s", "stale frame")
+            return False
         self._last_valid = monotonic()
         self._failing_since = None
         self._delay = RECONNECT_MIN_DELAY
@@ -260,6 +272,29 @@ class SmartyCoordinator(DataUpdateCoordinator[SmartyData]):
             LOGGER.info("Connection to %s restored", self.endpoint)
         self.async_set_updated_data(SmartyData(telegram, objects, self.health.last_telegram))
         return True
+
+    def _stale(self, telegram: Telegram) -> bool:
+        """Whether both the frame counter and the meter time are no newer than last accepted.
+
+        Either alone moves backwards in real life (a new key restarts the counter, the meter
+        clock is set back): only a frame old by both is a replay, such as a stale retained MQTT
+        message republished by a bridge.
+        """
+        counter = telegram.frame_counter
+        clock = telegram.get("0-0:1.0.0")
+        moment = clock.value if clock is not None and isinstance(clock.value, datetime) else None
+        last_counter, last_clock = self._last_counter, self._last_clock
+        if (
+            counter is not None
+            and moment is not None
+            and last_counter is not None
+            and last_clock is not None
+            and counter <= last_counter
+            and moment <= last_clock
+        ):
+            return True
+        self._last_counter, self._last_clock = counter, moment
+        return False
 
     def _hold_energy(self, objects: dict[str, CosemObject]) -> Mapping[str, CosemObject]:
         for channel, code in _MBUS_IDS:

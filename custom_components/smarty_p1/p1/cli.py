@@ -96,6 +96,7 @@ def _key(parser: argparse.ArgumentParser, text: str | None) -> bytes | None:
 def _read(args: argparse.Namespace, key: bytes | None) -> int:
     decoder = TelegramDecoder(key)
     out = sys.stdout
+    shown = 0
     try:
         for chunk in _chunks(args):
             for item in decoder.feed(chunk):
@@ -110,7 +111,8 @@ def _read(args: argparse.Namespace, key: bytes | None) -> int:
                 elif not args.stats:
                     _print_table(item, out)
                 out.flush()
-                if args.count is not None and decoder.stats.telegrams >= args.count:
+                shown += 1
+                if shown == args.count:
                     return 0
     except (OSError, ValueError) as err:
         # pyserial's SerialException is an OSError; a bad HOST:PORT a ValueError.
@@ -154,7 +156,7 @@ def _tcp_chunks(target: str) -> Iterator[bytes]:
 
 def _serial_chunks(device: str) -> Iterator[bytes]:
     # pyserial ships no type information; it is only needed for this source.
-    import serial  # type: ignore[import-untyped]  # noqa: PLC0415
+    import serial  # noqa: PLC0415
 
     with serial.Serial(device, 115200, bytesize=8, parity="N", stopbits=1, timeout=0.2) as port:
         while True:

@@ -425,8 +425,7 @@ class PtyMeter:
     def close(self) -> None:
         """Stop sending and remove the device."""
         self._stop.set()
-        if self._thread is not threading.current_thread():
-            self._thread.join()
+        self._thread.join()
         with self._write_lock:
             if self._master >= 0:
                 os.close(self._master)

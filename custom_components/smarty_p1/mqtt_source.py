@@ -1,0 +1,91 @@
+"""Frames from an MQTT topic of Home Assistant's own MQTT integration (an ESP32 dongle)."""
+
+from __future__ import annotations
+
+import asyncio
+import binascii
+from collections.abc import Callable
+
+from homeassistant.components import mqtt
+from homeassistant.core import HomeAssistant, callback
+from homeassistant.exceptions import HomeAssistantError
+
+from .connection import ByteSource, Endpoint, MqttNotSetUp
+from .const import LOGGER
+
+# Messages waiting for the reader: a reader that stalls must not let memory grow without end.
+MAX_QUEUED = 256
+# Whitespace a dongle may put in hex text (line breaks every 32 bytes and the like).
+_HEX_SPACE = b" \t\r\n"
+
+
+def payload_bytes(payload: bytes | str) -> bytes:
+    """The meter's bytes in one message: binary as is, or hex text decoded.
+
+    Decided per message: a raw frame starts with 0xDB or "/", which are not hex digits, so a
+    payload of hex digits only is hex text (a raw fragment of hex digits only is the rare case
+    left, when a dongle splits a plaintext telegram at such a place).
+    """
+    data = payload.encode("latin-1") if isinstance(payload, str) else payload
+    try:
+        return binascii.unhexlify(data.translate(None, _HEX_SPACE))
+    except binascii.Error, ValueError:
+        return data
+
+
+class MqttSource(ByteSource):
+    """Subscribes to the topic while open; every message's bytes go to the decoder in order.
+
+    A retained message is the last frame the broker kept, of unknown age: it is dropped, so a
+    stale reading is never shown as new (live messages reach a subscriber without the flag).
+    """
+
+    def __init__(self, hass: HomeAssistant, endpoint: Endpoint) -> None:
+        super().__init__(endpoint)
+        self.hass = hass
+        self.retained_dropped = 0
+        self.overflow_dropped = 0
+        self._queue: asyncio.Queue[bytes] = asyncio.Queue(MAX_QUEUED)
+        self._unsubscribe: Callable[[], None] | None = None
+
+    async def open(self) -> None:
+        """Subscribe to the topic; MqttNotSetUp when Home Assistant has no MQTT connection."""
+        topic = self.endpoint.topic
+        assert topic is not None
+        if not await mqtt.async_wait_for_mqtt_client(self.hass):
+            raise MqttNotSetUp("the MQTT integration is not set up")
+        try:
+            self._unsubscribe = await mqtt.async_subscribe(
+                self.hass, topic, self._message, qos=0, encoding=None
+            )
+        except HomeAssistantError as err:
+            raise MqttNotSetUp(f"cannot subscribe to {topic}: {err}") from err
+
+    @callback
+    def _message(self, message: mqtt.ReceiveMessage) -> None:
+        if message.retain:
+            self.retained_dropped += 1
+            LOGGER.debug("Dropped a retained message of %s (a stale frame)", message.topic)
+            return
+        try:
+            self._queue.put_nowait(payload_bytes(message.payload))
+        except asyncio.QueueFull:
+            self.overflow_dropped += 1
+
+    async def read(self) -> bytes:
+        """Every message that arrived since the last read, joined; waits for one."""
+        queue = self._queue
+        data = await queue.get()
+        if queue.empty():
+            return data
+        chunks = [data]
+        while not queue.empty():
+            chunks.append(queue.get_nowait())
+        return b"".join(chunks)
+
+    async def close(self) -> None:
+        """Unsubscribe; messages still queued belong to the closed session and are dropped."""
+        unsubscribe, self._unsubscribe = self._unsubscribe, None
+        if unsubscribe is not None:
+            unsubscribe()
+        self._queue = asyncio.Queue(MAX_QUEUED)

@@ -1,0 +1,139 @@
+"""Properties of the receive path over generated streams (hypothesis)."""
+
+from __future__ import annotations
+
+from functools import cache
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from custom_components.smarty_p1.p1 import P1Error, Telegram, TelegramDecoder
+from custom_components.smarty_p1.p1.simulator import MeterSimulator
+
+from .p1_helpers import (  # the fixture replaces conftest's Home Assistant set-up
+    NEXXTLAB,
+    auto_enable_custom_integrations,  # noqa: F401
+    frame,
+    key,
+)
+
+# Bounded so that the suite stays fast; derandomized so that a run is repeatable (a corrupted
+# plaintext telegram has a 1 in 65536 chance of a matching CRC-16, which no test should roll).
+BOUNDED = settings(max_examples=150, deadline=None, derandomize=True, database=None)
+
+
+@cache
+def _frames() -> tuple[bytes, ...]:
+    """Encrypted frames of two meters and plaintext telegrams, all intact."""
+    encrypted = MeterSimulator(key(NEXXTLAB), seed=1, interval=10, mbus=("gas", "water", "heat"))
+    plain = MeterSimulator(None, seed=2, interval=10, phases=1)
+    return (
+        encrypted.next_frame(),
+        frame(NEXXTLAB),
+        plain.next_frame(),
+        encrypted.next_frame(),
+        plain.next_frame(),
+        encrypted.next_frame(),
+    )
+
+
+@cache
+def _intact() -> tuple[Telegram, ...]:
+    found = TelegramDecoder(key(NEXXTLAB)).feed(b"".join(_frames()))
+    assert all(isinstance(item, Telegram) for item in found)
+    assert len(found) == len(_frames())
+    return tuple(item for item in found if isinstance(item, Telegram))
+
+
+def _feed(pieces: list[bytes]) -> list[Telegram | P1Error]:
+    decoder = TelegramDecoder(key(NEXXTLAB))
+    return [item for piece in pieces for item in decoder.feed(piece)]
+
+
+def _summary(results: list[Telegram | P1Error]) -> list[object]:
+    return [item if isinstance(item, Telegram) else type(item) for item in results]
+
+
+@BOUNDED
+@given(
+    st.lists(st.integers(0, 6), min_size=1, max_size=12),
+    st.lists(st.integers(1, 70000), max_size=40),
+    st.binary(max_size=64),
+)
+def test_any_split_gives_the_same_telegrams(
+    order: list[int], cuts: list[int], noise: bytes
+) -> None:
+    stream = b"".join(_frames()[index % len(_frames())] + noise for index in order)
+    whole = _feed([stream])
+    points = sorted({cut % (len(stream) + 1) for cut in cuts})
+    pieces = [
+        stream[start:end] for start, end in zip([0, *points], [*points, len(stream)], strict=True)
+    ]
+    assert _summary(_feed(pieces)) == _summary(whole)
+
+
+@BOUNDED
+@given(st.data())
+def test_byte_by_byte_equals_one_piece(data: st.DataObject) -> None:
+    index = data.draw(st.integers(0, len(_frames()) - 1))
+    wire = data.draw(st.binary(max_size=8)) + _frames()[index]
+    assert _summary(_feed([bytes([byte]) for byte in wire])) == _summary(_feed([wire]))
+
+
+_EDITS = st.one_of(
+    st.tuples(st.just("flip"), st.integers(0, 10**6), st.integers(1, 255)),
+    st.tuples(st.just("insert"), st.integers(0, 10**6), st.binary(min_size=1, max_size=40)),
+    st.tuples(st.just("delete"), st.integers(0, 10**6), st.integers(1, 200)),
+    st.tuples(st.just("truncate"), st.integers(0, 10**6), st.just(0)),
+)
+
+
+def _apply(stream: bytes, edits: list[tuple[str, int, object]]) -> bytes:
+    data = bytearray(stream)
+    for action, where, what in edits:
+        if not data:
+            break
+        position = where % len(data)
+        if action == "flip":
+            assert isinstance(what, int)
+            data[position] ^= what
+        elif action == "insert":
+            assert isinstance(what, bytes)
+            data[position:position] = what
+        elif action == "delete":
+            assert isinstance(what, int)
+            del data[position : position + what]
+        else:
+            del data[position:]
+    return bytes(data)
+
+
+@BOUNDED
+@given(
+    st.lists(st.integers(0, 5), min_size=1, max_size=8),
+    st.lists(_EDITS, min_size=1, max_size=6),
+    st.integers(1, 5000),
+)
+def test_damage_never_yields_a_telegram_that_was_not_sent(
+    order: list[int], edits: list[tuple[str, int, object]], chunk: int
+) -> None:
+    stream = _apply(b"".join(_frames()[index] for index in order), edits)
+    results = _feed([stream[start : start + chunk] for start in range(0, len(stream), chunk)])
+    intact = _intact()
+    for item in results:
+        if isinstance(item, Telegram):
+            assert item in intact
+    # A damaged frame never costs the next one: every frame the damage missed still comes out.
+    untouched = sum(stream.count(_frames()[index]) for index in set(order))
+    assert sum(isinstance(item, Telegram) for item in results) >= untouched
+
+
+@BOUNDED
+@given(st.binary(max_size=3000), st.integers(1, 512))
+def test_noise_alone_yields_nothing(noise: bytes, chunk: int) -> None:
+    decoder = TelegramDecoder(key(NEXXTLAB), max_frame=1024)
+    for start in range(0, len(noise), chunk):
+        assert not any(
+            isinstance(item, Telegram) for item in decoder.feed(noise[start : start + chunk])
+        )
+        assert decoder.pending <= 1024 + chunk
