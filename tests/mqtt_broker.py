@@ -106,7 +106,11 @@ async def mqtt_entry(hass: HomeAssistant, broker: Broker) -> AsyncIterator[MockC
         options={mqtt.CONF_BIRTH_MESSAGE: {}, mqtt.CONF_WILL_MESSAGE: {}},
     )
     entry.add_to_hass(hass)
-    with patch("homeassistant.components.mqtt.client.RECONNECT_INTERVAL_SECONDS", 0.2):
+    with (
+        patch("homeassistant.components.mqtt.client.RECONNECT_INTERVAL_SECONDS", 0.2),
+        # MQTT reads configuration.yaml for its YAML entities; the test harness has none.
+        patch("homeassistant.config.load_yaml_config_file", return_value={}),
+    ):
         assert await hass.config_entries.async_setup(entry.entry_id)
         await wait_for(hass, lambda: mqtt.is_connected(hass))
         yield entry

@@ -200,6 +200,13 @@ async def submit(
     return result
 
 
+async def skip_tariff(hass: HomeAssistant, result: ConfigFlowResult) -> ConfigFlowResult:
+    """The last step of adding a meter offers the reference-power tariff: leave it off."""
+    assert result["type"] is FlowResultType.FORM
+    assert result["step_id"] == "tariff"
+    return await submit(hass, result, {})
+
+
 def on_network(port: int) -> dict[str, Any]:
     """Entry data of a loopback bridge."""
     return {CONF_CONNECTION_TYPE: CONNECTION_NETWORK, CONF_HOST: "127.0.0.1", CONF_PORT: port}
@@ -274,6 +281,7 @@ async def test_serial_port_by_id_then_key(
     # As users paste it: lower case, in groups.
     typed = " ".join(KEY.hex()[i : i + 4] for i in range(0, 32, 4))
     result = await submit(hass, result, {CONF_DECRYPTION_KEY: typed})
+    result = await skip_tariff(hass, result)
     assert result["type"] is FlowResultType.CREATE_ENTRY
     assert result["title"] == f"Smarty {SERIAL}"
     assert result["result"].unique_id == SERIAL
@@ -306,6 +314,7 @@ async def test_serial_path_typed_by_hand(
     result = await submit(hass, result, {CONF_DEVICE: f" {pty_meter.path} "})
     assert result["step_id"] == "key"
     result = await submit(hass, result, {CONF_DECRYPTION_KEY: KEY.hex()})
+    result = await skip_tariff(hass, result)
     assert result["type"] is FlowResultType.CREATE_ENTRY
     assert result["data"][CONF_DEVICE] == pty_meter.path
 
@@ -318,6 +327,7 @@ async def test_plaintext_meter_needs_no_key(hass: HomeAssistant, tcp_meter: TcpM
     result = await submit(
         hass, result, {CONF_HOST: " 127.0.0.1 ", CONF_PORT: float(tcp_meter.port)}
     )
+    result = await skip_tariff(hass, result)
     assert result["type"] is FlowResultType.CREATE_ENTRY
     assert result["data"] == {
         CONF_CONNECTION_TYPE: CONNECTION_NETWORK,
@@ -354,6 +364,7 @@ async def test_network_errors_then_success(
     result = await submit(hass, result, {CONF_HOST: "127.0.0.1", CONF_PORT: tcp_meter.port})
     assert result["step_id"] == "key"
     result = await submit(hass, result, {CONF_DECRYPTION_KEY: KEY.hex()})
+    result = await skip_tariff(hass, result)
     assert result["type"] is FlowResultType.CREATE_ENTRY
 
 
@@ -371,6 +382,7 @@ async def test_key_errors(hass: HomeAssistant, tcp_meter: TcpMeter) -> None:
     assert result["errors"] == {"base": "invalid_key"}
 
     result = await submit(hass, result, {CONF_DECRYPTION_KEY: KEY.hex().upper()})
+    result = await skip_tariff(hass, result)
     assert result["type"] is FlowResultType.CREATE_ENTRY
     assert result["data"][CONF_DECRYPTION_KEY] == KEY.hex().upper()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from itertools import pairwise
 
 import pytest
 
@@ -26,6 +27,11 @@ from tests.p1_helpers import auto_enable_custom_integrations  # noqa: F401  (no 
 STEP = timedelta(seconds=10)
 
 
+def expected(tracker: QuarterHourTracker) -> bool:
+    """The flag, read through a call so that type narrowing does not outlive a feed."""
+    return tracker.expected
+
+
 def lux(text: str) -> datetime:
     """A local Luxembourg time, e.g. "2026-03-10 12:00:00"."""
     return datetime.fromisoformat(text).replace(tzinfo=LUXEMBOURG)
@@ -36,7 +42,8 @@ class Meter:
 
     def __init__(self, tracker: QuarterHourTracker, at: datetime, energy: float = 1000.0) -> None:
         self.tracker = tracker
-        self.at = at
+        # Steps in UTC: local wall-clock arithmetic would skip or repeat the DST hour.
+        self.at = at.astimezone(UTC)
         self.energy = energy
         self.completed: list[Quarter] = []
 
@@ -90,7 +97,8 @@ def test_nothing_known_before_the_first_telegram() -> None:
     assert tracker.remaining is None
     assert tracker.projected_energy is None
     assert tracker.headroom is None
-    assert not tracker.expected
+    assert not expected(tracker)
+    assert tracker.day.start() is None
 
 
 def test_steady_load_under_the_reference() -> None:
@@ -110,7 +118,7 @@ def test_steady_load_under_the_reference() -> None:
     assert tracker.month.overrun == 0
     assert tracker.month.overrun_quarters == 0
     assert tracker.month.max_power == pytest.approx(2.4, abs=4e-3)
-    assert not tracker.expected
+    assert not expected(tracker)
 
 
 def test_steady_load_over_the_reference() -> None:
@@ -126,13 +134,15 @@ def test_steady_load_over_the_reference() -> None:
         assert quarter.extra_cost == pytest.approx(0.45 * 0.0255, abs=1e-4)
     assert tracker.day.period == "2026-03-10"
     assert tracker.month.period == "2026-03"
+    assert tracker.day.start() == lux("2026-03-10 00:00:00")
+    assert tracker.month.start() == lux("2026-03-01 00:00:00")
     assert tracker.month.overrun_quarters == 2
     assert tracker.month.overrun == pytest.approx(0.45 * 2 + meter.completed[0].overrun)
     assert tracker.day.overrun == tracker.month.overrun
     assert tracker.month.cost == pytest.approx(tracker.month.overrun * 0.0765)
     assert tracker.month.max_power == pytest.approx(4.8, abs=4e-3)
     assert tracker.last_quarter == second
-    assert tracker.expected
+    assert expected(tracker)
 
 
 def test_five_minute_burst_overruns_by_its_energy_not_its_power() -> None:
@@ -149,7 +159,7 @@ def test_five_minute_burst_overruns_by_its_energy_not_its_power() -> None:
     assert burst.cost == pytest.approx(0.1667 * 0.1139, abs=1e-4)  # 2025 rates
     assert tracker.month.overrun == pytest.approx(0.1667, abs=1e-3)
     # After the burst the quarter still overran: the flag stays on until it ends.
-    assert not tracker.expected  # the new quarter, at 0 kW
+    assert not expected(tracker)  # the new quarter, at 0 kW
 
 
 def test_boundary_between_two_telegrams_is_interpolated() -> None:
@@ -161,14 +171,14 @@ def test_boundary_between_two_telegrams_is_interpolated() -> None:
     at = start
     reading = Decimal("500.000")
     while at < lux("2026-05-04 20:14:52"):
-        at += timedelta(seconds=8)
-        reading += Decimal("0.004")
+        at += timedelta(seconds=4)
+        reading += Decimal("0.002")
         assert tracker.feed(at, reading) == []
-    assert reading == Decimal("500.444")  # 111 telegrams of 4 Wh
+    assert reading == Decimal("500.446")  # 223 telegrams of 2 Wh
     # The next telegram comes 10 s later, 8 s of them before the boundary: 8 of its 10 Wh.
-    (quarter,) = tracker.feed(lux("2026-05-04 20:15:02"), Decimal("500.454"))
+    (quarter,) = tracker.feed(lux("2026-05-04 20:15:02"), Decimal("500.456"))
     assert quarter.complete
-    assert quarter.energy == pytest.approx(0.452)
+    assert quarter.energy == pytest.approx(0.454)
     assert tracker.quarter_start == datetime(2026, 5, 4, 18, 15, tzinfo=UTC)
     assert tracker.quarter_energy == pytest.approx(0.002)
     assert tracker.quarter_complete
@@ -208,7 +218,7 @@ def test_current_power_from_the_register_without_instantaneous_power() -> None:
     # 3.6 kW is 10 Wh every 10 s: the slope over the last minute is exact.
     assert tracker.current_power == pytest.approx(3.6)
     assert tracker.projected_energy == pytest.approx(0.9)
-    assert tracker.expected  # 0.9 > 0.75 for more than CONFIRM
+    assert expected(tracker)  # 0.9 > 0.75 for more than CONFIRM
 
 
 def test_overrun_expected_turns_on_before_the_quarter_overruns() -> None:
@@ -216,49 +226,52 @@ def test_overrun_expected_turns_on_before_the_quarter_overruns() -> None:
     later; the energy only passes 0.75 kWh at 12:12:00."""
     tracker = QuarterHourTracker(3)
     meter = Meter(tracker, lux("2026-03-10 11:59:50"))
+    assert timedelta(seconds=20) == CONFIRM
     meter.run(lux("2026-03-10 12:05:00"), 2.0)
-    assert not tracker.expected
+    assert not expected(tracker)
     assert tracker.projected_energy == pytest.approx(0.5, abs=1e-3)
     meter.run(lux("2026-03-10 12:05:20"), 5.0)  # telegrams at 12:05:00 and 12:05:10
     assert tracker.projected_energy == pytest.approx(1.0, abs=2e-3)
-    assert not tracker.expected  # above the limit for 10 s only
+    assert not expected(tracker)  # above the limit for 10 s only
     meter.run(lux("2026-03-10 12:05:30"), 5.0)
-    assert CONFIRM == timedelta(seconds=20)
-    assert tracker.expected
+    assert expected(tracker)
     assert tracker.quarter_energy < tracker.limit / 2
     meter.run(lux("2026-03-10 12:12:00"), 5.0)
     assert tracker.quarter_energy < tracker.limit
-    assert tracker.expected
+    assert expected(tracker)
     meter.run(lux("2026-03-10 12:15:10"), 5.0)
     assert meter.completed[-1].overrun == pytest.approx(0.25 * 5 - 5 / 60 * 3 - 0.75, abs=2e-3)
     # At 0.5 kW the new quarter's projection is far below the limit: off at once.
     meter.run(lux("2026-03-10 12:15:30"), 0.5)
-    assert not tracker.expected
+    assert not expected(tracker)
 
 
 def test_overrun_expected_ignores_a_spike_and_has_hysteresis() -> None:
     tracker = QuarterHourTracker(3)
-    meter = Meter(tracker, lux("2026-03-10 12:00:00"))
-    meter.run(lux("2026-03-10 12:01:00"), 1.0)
-    meter.run(lux("2026-03-10 12:01:10"), 9.0)  # one telegram: a kettle switching on
-    meter.run(lux("2026-03-10 12:02:00"), 1.0)
-    assert not tracker.expected
-    meter.run(lux("2026-03-10 12:03:00"), 3.5)
-    assert tracker.expected
-    # Just below the limit but inside the 5 % band: still on.
-    projected_at = tracker.quarter_energy + 2.95 * (tracker.remaining or timedelta()).seconds / 3600
-    assert 0.95 * 0.75 < projected_at < 0.75
-    meter.run(lux("2026-03-10 12:03:10"), 2.95)
-    assert tracker.expected
-    meter.run(lux("2026-03-10 12:03:20"), 1.0)
-    assert not tracker.expected
+    steps = [
+        # (time, register, power, projection in kWh, expected)
+        ("12:00:00", "0.000", "3.2", 0.8, False),  # over the 0.75 kWh limit, not for long yet
+        ("12:00:10", "0.009", "3.2", 0.009 + 3.2 * 890 / 3600, False),
+        ("12:00:20", "0.018", "3.2", 0.018 + 3.2 * 880 / 3600, True),  # 20 s over: on
+        ("12:00:30", "0.027", "2.9", 0.027 + 2.9 * 870 / 3600, True),  # 0.728: in the 5 % band
+        ("12:00:40", "0.035", "2.8", 0.035 + 2.8 * 860 / 3600, False),  # 0.704 < 0.7125: off
+        ("12:00:50", "0.043", "9.0", 0.043 + 9.0 * 850 / 3600, False),  # a kettle's spike
+        ("12:01:00", "0.068", "1.0", 0.068 + 1.0 * 840 / 3600, False),
+        ("12:01:10", "0.071", "3.1", 0.071 + 3.1 * 830 / 3600, False),  # the spike's 10 s do
+        ("12:01:20", "0.080", "3.1", 0.080 + 3.1 * 820 / 3600, False),  # not count towards
+        ("12:01:30", "0.089", "3.1", 0.089 + 3.1 * 810 / 3600, True),  # the 20 s
+    ]
+    for at, register, power, projection, flag in steps:
+        tracker.feed(lux(f"2026-03-10 {at}"), Decimal(register), Decimal(power))
+        assert tracker.projected_energy == pytest.approx(projection), at
+        assert expected(tracker) is flag, at
 
 
 def test_overrun_already_happened_turns_the_flag_on_at_once() -> None:
     tracker = QuarterHourTracker(3)
     tracker.feed(lux("2026-03-10 12:00:00"), Decimal("1.000"))
     tracker.feed(lux("2026-03-10 12:00:10"), Decimal("1.800"), Decimal("0"))
-    assert tracker.expected
+    assert expected(tracker)
     assert tracker.headroom == 0
 
 
@@ -278,7 +291,7 @@ def test_dst_spring_day_has_92_quarters() -> None:
     # 02:00-03:00 local does not exist: 01:45 is followed by 03:00, 15 minutes later.
     local = [start.astimezone(LUXEMBOURG).strftime("%H:%M") for start in starts]
     assert local[7:9] == ["01:45", "03:00"]
-    assert all(b - a == timedelta(minutes=15) for a, b in zip(starts, starts[1:], strict=False))
+    assert all(b - a == timedelta(minutes=15) for a, b in pairwise(starts))
 
 
 def test_dst_autumn_day_has_100_quarters() -> None:
@@ -304,12 +317,12 @@ def test_dst_autumn_day_has_100_quarters() -> None:
 def test_data_gap_is_reported_not_spread() -> None:
     tracker = QuarterHourTracker(3)
     meter = Meter(tracker, lux("2026-03-10 11:59:50"))
-    meter.run(lux("2026-03-10 12:07:00"), 6.0)  # last telegram at 12:06:50
-    taken = 6.0 * (6 * 60 + 50) / 3600
-    meter.skip(lux("2026-03-10 12:41:30"), 6.0)
-    meter.run(lux("2026-03-10 12:45:10"), 6.0)
-    before, cut, after = meter.completed[-3:]
-    assert before.complete
+    meter.run(lux("2026-03-10 12:07:00"), 7.0)  # last telegram at 12:06:50
+    taken = 7.0 * (6 * 60 + 50) / 3600
+    meter.skip(lux("2026-03-10 12:41:30"), 7.0)
+    meter.run(lux("2026-03-10 12:45:10"), 7.0)
+    first, cut, after = meter.completed
+    assert not first.complete  # 11:45-12:00, from 11:59:50 only
     # 12:00-12:15: measured until 12:06:50 only, a lower bound, flagged.
     assert not cut.complete
     assert cut.start == datetime(2026, 3, 10, 11, 0, tzinfo=UTC)
@@ -318,16 +331,16 @@ def test_data_gap_is_reported_not_spread() -> None:
     # 12:15-12:30 was not measured: no quarter for it. 12:30-12:45: from 12:41:30 on.
     assert after.start == datetime(2026, 3, 10, 11, 30, tzinfo=UTC)
     assert not after.complete
-    assert after.energy == pytest.approx(6.0 * 210 / 3600, abs=1e-3)
+    assert after.energy == pytest.approx(7.0 * 210 / 3600, abs=1e-3)
     gap = tracker.last_gap
     assert gap is not None
     assert gap.start == lux("2026-03-10 12:06:50")
     assert gap.end == lux("2026-03-10 12:41:30")
     assert gap.missed == 1
-    assert gap.energy == pytest.approx(6.0 * (34 * 60 + 40) / 3600, abs=1e-3)
+    assert gap.energy == pytest.approx(7.0 * (34 * 60 + 40) / 3600, abs=1e-3)
     assert tracker.day.gaps == tracker.month.gaps == 1
-    assert tracker.month.incomplete == 2
-    assert tracker.month.quarters == 4  # 11:45 (a complete-from-boundary one), and the three
+    assert tracker.month.incomplete == 3
+    assert tracker.month.quarters == 3
     assert tracker.month.energy == pytest.approx(sum(q.energy for q in meter.completed))
 
 
@@ -368,7 +381,7 @@ def test_month_and_year_rollover() -> None:
 def test_restart_mid_month_keeps_the_totals() -> None:
     tracker = QuarterHourTracker(3, rates=with_overrides(DEFAULT_RATES, overrun=0.2))
     meter = Meter(tracker, lux("2026-03-10 11:59:50"))
-    meter.run(lux("2026-03-10 12:15:10"), 4.0)
+    meter.run(lux("2026-03-10 12:14:10"), 4.0)  # the last telegram at 12:14:00
     state = json.loads(json.dumps(tracker.as_dict()))
     month_before = tracker.month.overrun
 
@@ -378,22 +391,23 @@ def test_restart_mid_month_keeps_the_totals() -> None:
     assert restarted.day == tracker.day
     assert restarted.last_quarter == tracker.last_quarter
     assert restarted.quarter_start == tracker.quarter_start
-    assert restarted.expected
-    # Home Assistant was down for 3 minutes: the quarter in progress becomes incomplete.
+    assert expected(restarted)
+    # Home Assistant was down for 3 minutes across 12:15: both quarters become incomplete.
     meter.tracker = restarted
-    meter.skip(lux("2026-03-10 12:18:10"), 4.0)
+    meter.skip(lux("2026-03-10 12:17:10"), 4.0)
     meter.run(lux("2026-03-10 12:45:10"), 4.0)
-    cut, whole = meter.completed[-2:]
-    assert not cut.complete
-    assert cut.energy == pytest.approx(4.0 * 20 / 3600, abs=1e-3)  # 12:15:00-12:15:20
-    assert whole.complete
+    before, after, whole = meter.completed[-3:]
+    assert (before.complete, after.complete, whole.complete) == (False, False, True)
+    assert before.energy == pytest.approx(4.0 * 14 / 60, abs=1e-3)  # 12:00:00-12:14:00
+    assert after.energy == pytest.approx(4.0 * (12 * 60 + 50) / 3600, abs=1e-3)  # from 12:17:10
     assert whole.cost == pytest.approx(0.25 * 0.2, abs=1e-3)
-    assert restarted.month.overrun == pytest.approx(month_before + 0.25, abs=1e-3)
+    overruns = before.energy - 0.75 + after.energy - 0.75 + 0.25
+    assert restarted.month.overrun == pytest.approx(month_before + overruns, abs=1e-3)
     assert restarted.month.gaps == 1
     gap = restarted.last_gap
     assert gap is not None
     assert gap.missed == 0
-    assert gap.energy == pytest.approx(4.0 * 170 / 3600, abs=1e-3)
+    assert gap.energy == pytest.approx(4.0 * 190 / 3600, abs=1e-3)
     # The gap survives a restart too.
     again = QuarterHourTracker(3)
     assert again.restore(restarted.as_dict())

@@ -6,10 +6,12 @@ from homeassistant.const import Platform
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import device_registry as dr
 
+from .const import CONF_REFERENCE_POWER
 from .coordinator import SmartyConfigEntry, SmartyCoordinator
 from .entity import meter_device
+from .tariff_runtime import async_remove_store
 
-PLATFORMS: list[Platform] = [Platform.SENSOR]
+PLATFORMS: list[Platform] = [Platform.BINARY_SENSOR, Platform.EVENT, Platform.SENSOR]
 
 
 async def async_setup_entry(hass: HomeAssistant, entry: SmartyConfigEntry) -> bool:
@@ -21,10 +23,22 @@ async def async_setup_entry(hass: HomeAssistant, entry: SmartyConfigEntry) -> bo
     )
     await coordinator.async_start()
     entry.runtime_data = coordinator
+    entry.async_on_unload(entry.add_update_listener(_async_tariff_toggled))
     await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
     return True
+
+
+async def _async_tariff_toggled(hass: HomeAssistant, entry: SmartyConfigEntry) -> None:
+    # Options are read live; only switching the tariff on or off adds or removes entities.
+    if (CONF_REFERENCE_POWER in entry.options) != (entry.runtime_data.tariff is not None):
+        hass.config_entries.async_schedule_reload(entry.entry_id)
 
 
 async def async_unload_entry(hass: HomeAssistant, entry: SmartyConfigEntry) -> bool:
     """Remove the entities; the coordinator's shutdown (registered on unload) closes the port."""
     return await hass.config_entries.async_unload_platforms(entry, PLATFORMS)
+
+
+async def async_remove_entry(hass: HomeAssistant, entry: SmartyConfigEntry) -> None:
+    """Delete what the entry stored besides itself: the tariff state."""
+    await async_remove_store(hass, entry)

@@ -38,6 +38,9 @@ from .const import (
     CONF_CONNECTION_TYPE,
     CONF_DECRYPTION_KEY,
     CONF_MIN_INTERVAL,
+    CONF_RATE_NORMAL,
+    CONF_RATE_OVERRUN,
+    CONF_REFERENCE_POWER,
     CONF_SERIAL_NUMBER,
     CONF_TOPIC,
     CONNECTION_MQTT,
@@ -48,6 +51,7 @@ from .const import (
     LOGGER,
 )
 from .p1 import InvalidKeyFormatError, normalize_key
+from .tariff import REFERENCE_POWERS
 
 # udev's names for USB serial adapters: unlike /dev/ttyUSB0 they survive replugging and reboots.
 SERIAL_BY_ID = "/dev/serial/by-id"
@@ -76,15 +80,37 @@ KEY_SCHEMA = probatio.Schema(
         )
     }
 )
+# The reference power printed on the bill, or another one typed in; left empty: no tariff.
+TARIFF_FIELDS: dict[Any, Any] = {
+    probatio.Optional(CONF_REFERENCE_POWER): SelectSelector(
+        SelectSelectorConfig(
+            options=[SelectOptionDict(value=str(kw), label=f"{kw} kW") for kw in REFERENCE_POWERS],
+            custom_value=True,
+            mode=SelectSelectorMode.DROPDOWN,
+        )
+    )
+}
+_RATE = NumberSelector(
+    NumberSelectorConfig(
+        min=0, max=100, step=0.001, unit_of_measurement="ct/kWh", mode=NumberSelectorMode.BOX
+    )
+)
+TARIFF_SCHEMA = probatio.Schema(TARIFF_FIELDS)
 OPTIONS_SCHEMA = probatio.Schema(
     {
         probatio.Required(CONF_MIN_INTERVAL, default=DEFAULT_MIN_INTERVAL): NumberSelector(
             NumberSelectorConfig(
                 min=0, max=3600, step=1, unit_of_measurement="s", mode=NumberSelectorMode.BOX
             )
-        )
+        ),
+        **TARIFF_FIELDS,
+        probatio.Optional(CONF_RATE_NORMAL): _RATE,
+        probatio.Optional(CONF_RATE_OVERRUN): _RATE,
     }
 )
+_TARIFF_OPTIONS = (CONF_REFERENCE_POWER, CONF_RATE_NORMAL, CONF_RATE_OVERRUN)
+# More than any low-voltage connection: a typo rather than a reference power.
+MAX_REFERENCE_POWER = 10_000.0
 
 
 def list_serial_ports() -> list[SelectOptionDict]:
@@ -120,6 +146,8 @@ class SmartyConfigFlow(ConfigFlow, domain=DOMAIN):
         self._connection: dict[str, Any] = {}
         # The key to probe with, as stored: 32 upper-case hex digits, None for a plaintext meter.
         self._key: str | None = None
+        # The new entry's data, once its meter answered: only the tariff step is left.
+        self._data: dict[str, Any] = {}
 
     @staticmethod
     @callback
@@ -199,6 +227,23 @@ class SmartyConfigFlow(ConfigFlow, domain=DOMAIN):
     async def async_step_key(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
         """Ask for the decryption key of an encrypted meter."""
         return await self._async_key_step("key", user_input)
+
+    async def async_step_tariff(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """Offer the reference-power tariff (optional; also in the options later)."""
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            try:
+                options = _tariff_options(user_input)
+            except ValueError:
+                errors[CONF_REFERENCE_POWER] = "invalid_reference_power"
+            else:
+                title = f"Smarty {self._data[CONF_SERIAL_NUMBER]}"
+                return self.async_create_entry(title=title, data=self._data, options=options)
+        return self.async_show_form(
+            step_id="tariff",
+            data_schema=self.add_suggested_values_to_schema(TARIFF_SCHEMA, user_input or {}),
+            errors=errors,
+        )
 
     async def _async_key_step(
         self, step_id: str, user_input: dict[str, Any] | None, error: str | None = None
@@ -302,7 +347,8 @@ class SmartyConfigFlow(ConfigFlow, domain=DOMAIN):
         if entry is None:
             await self.async_set_unique_id(serial)
             self._abort_if_unique_id_configured()
-            return self.async_create_entry(title=f"Smarty {serial}", data=data)
+            self._data = data
+            return await self.async_step_tariff()
         if entry.unique_id != serial:
             if released is not None:
                 await self.hass.config_entries.async_setup(released.entry_id)
@@ -334,6 +380,22 @@ class NoSerialError(ProbeError):
     error = "no_serial"
 
 
+def _tariff_options(user_input: Mapping[str, Any]) -> dict[str, float]:
+    """The tariff options a form gave; ValueError for a reference power that is not one."""
+    options: dict[str, float] = {}
+    reference = str(user_input.get(CONF_REFERENCE_POWER) or "").strip()
+    if reference:
+        # Typed in as on the bill: "12", "12 kW", "12,5".
+        value = float(reference.lower().removesuffix("kw").strip().replace(",", "."))
+        if not 0 < value <= MAX_REFERENCE_POWER:
+            raise ValueError(reference)
+        options[CONF_REFERENCE_POWER] = value
+    for key in (CONF_RATE_NORMAL, CONF_RATE_OVERRUN):
+        if user_input.get(key) is not None:
+            options[key] = float(user_input[key])
+    return options
+
+
 def _connection_data(data: Mapping[str, Any]) -> dict[str, Any]:
     """The connection part of entry data (no key, no serial)."""
     keys = (CONF_CONNECTION_TYPE, CONF_DEVICE, CONF_HOST, CONF_PORT, CONF_TOPIC)
@@ -341,20 +403,31 @@ def _connection_data(data: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class SmartyOptionsFlow(OptionsFlow):
-    """How often the entities take a new state."""
+    """How often the entities take a new state; the reference-power tariff."""
 
     async def async_step_init(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
-        """The minimum time between state updates (0: every telegram, every 10 s)."""
+        """Minimum time between state updates (0: every telegram); reference power, rates."""
+        errors: dict[str, str] = {}
+        current: Mapping[str, Any] = self.config_entry.options
         if user_input is not None:
-            # Keep the options that other steps will own (the tariff, later).
-            options = {
-                **self.config_entry.options,
-                CONF_MIN_INTERVAL: int(user_input[CONF_MIN_INTERVAL]),
-            }
-            return self.async_create_entry(data=options)
+            try:
+                tariff = _tariff_options(user_input)
+            except ValueError:
+                errors[CONF_REFERENCE_POWER] = "invalid_reference_power"
+            else:
+                # A tariff field left empty turns that setting off: it is dropped, not kept.
+                options = {
+                    **{key: value for key, value in current.items() if key not in _TARIFF_OPTIONS},
+                    CONF_MIN_INTERVAL: int(user_input[CONF_MIN_INTERVAL]),
+                    **tariff,
+                }
+                return self.async_create_entry(data=options)
+            current = user_input
+        elif CONF_REFERENCE_POWER in current:
+            # The selector shows text: 12.0 kW is offered back as "12".
+            current = {**current, CONF_REFERENCE_POWER: f"{current[CONF_REFERENCE_POWER]:g}"}
         return self.async_show_form(
             step_id="init",
-            data_schema=self.add_suggested_values_to_schema(
-                OPTIONS_SCHEMA, self.config_entry.options
-            ),
+            data_schema=self.add_suggested_values_to_schema(OPTIONS_SCHEMA, current),
+            errors=errors,
         )

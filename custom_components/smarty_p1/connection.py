@@ -52,6 +52,12 @@ class MqttNotSetUp(CannotConnect):
     error = "mqtt_not_setup"
 
 
+class InvalidTopic(CannotConnect):
+    """The MQTT topic cannot be subscribed to (a misplaced wildcard, an empty level...)."""
+
+    error = "invalid_topic"
+
+
 class NoData(ProbeError):  # noqa: N818 (the names the config flow uses)
     """The connection opened but nothing arrived."""
 

@@ -21,6 +21,11 @@ CONF_SERIAL_NUMBER: Final = "serial_number"
 # Options.
 CONF_MIN_INTERVAL: Final = "min_update_interval"  # seconds; 0 = every telegram
 DEFAULT_MIN_INTERVAL: Final = 0
+# The reference-power tariff: absent (the feature off) until the user sets the power in kW.
+CONF_REFERENCE_POWER: Final = "reference_power"
+# Rate overrides in ct/kWh (the bill's unit), absent: the built-in table of the year.
+CONF_RATE_NORMAL: Final = "rate_normal"
+CONF_RATE_OVERRUN: Final = "rate_overrun"
 # Re-broadcast of the decrypted telegrams on a TCP port, for DSMR-reader and the like.
 CONF_REBROADCAST: Final = "rebroadcast"
 CONF_REBROADCAST_HOST: Final = "rebroadcast_host"

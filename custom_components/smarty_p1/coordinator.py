@@ -31,6 +31,7 @@ from .const import (
     SILENCE_TIMEOUT,
 )
 from .p1 import CosemObject, DecoderStats, P1Error, Telegram, TelegramDecoder, parse_key
+from .tariff_runtime import TariffRuntime
 
 type SmartyConfigEntry = ConfigEntry[SmartyCoordinator]
 
@@ -116,6 +117,8 @@ class SmartyCoordinator(DataUpdateCoordinator[SmartyData]):
         self.serial: str | None = entry.unique_id or entry.data.get(CONF_SERIAL_NUMBER)
         self.health = Health()
         self._task: asyncio.Task[None] | None = None
+        # The decoder of the current connection (a new one per connection: no stale half frame).
+        self.decoder: TelegramDecoder | None = None
         self._delay = RECONNECT_MIN_DELAY
         self._last_valid = 0.0
         # Auth failures: since when every frame has failed, and whether reauth is started.
@@ -132,6 +135,7 @@ class SmartyCoordinator(DataUpdateCoordinator[SmartyData]):
         self._sums: dict[str, Decimal] = {}
         self._counts: Counter[str] = Counter()
         self._published_at: float | None = None
+        self.tariff = TariffRuntime.for_entry(hass, entry)
 
     @property
     def min_interval(self) -> float:
@@ -141,6 +145,8 @@ class SmartyCoordinator(DataUpdateCoordinator[SmartyData]):
 
     async def async_start(self) -> None:
         """Open the connection and start reading; raises ConfigEntryNotReady."""
+        if self.tariff is not None:
+            await self.tariff.async_load()
         try:
             await self.source.open()
         except CannotConnect as err:
@@ -161,6 +167,8 @@ class SmartyCoordinator(DataUpdateCoordinator[SmartyData]):
             self._task.cancel()
             self._task = None
         await self._close()
+        if self.tariff is not None:
+            await self.tariff.async_save()
 
     async def _close(self) -> None:
         self.health.connected = False
@@ -199,7 +207,7 @@ class SmartyCoordinator(DataUpdateCoordinator[SmartyData]):
 
     async def _read(self) -> None:
         """Read until EOF (returns), an error (raises OSError) or silence (raises _SilenceError)."""
-        decoder = TelegramDecoder(self._key)
+        decoder = self.decoder = TelegramDecoder(self._key)
         # One stats object across connections, so counters and frame-counter checks carry over.
         decoder.stats = self.health.stats
         self._last_valid = monotonic()
@@ -263,6 +271,9 @@ class SmartyCoordinator(DataUpdateCoordinator[SmartyData]):
         self._delay = RECONNECT_MIN_DELAY
         self.health.last_telegram = dt_util.utcnow()
         objects = self._hold_energy(telegram.objects)
+        if self.tariff is not None:
+            # Every telegram, whatever the minimum update interval: quarters need each reading.
+            self.tariff.feed(objects, self.health.last_telegram)
         if self.min_interval > 0:
             averaged = self._average(objects)
             if averaged is None:

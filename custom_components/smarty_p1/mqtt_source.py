@@ -6,11 +6,11 @@ import asyncio
 import binascii
 from collections.abc import Callable
 
+import probatio
 from homeassistant.components import mqtt
 from homeassistant.core import HomeAssistant, callback
-from homeassistant.exceptions import HomeAssistantError
 
-from .connection import ByteSource, Endpoint, MqttNotSetUp
+from .connection import ByteSource, Endpoint, InvalidTopic, MqttNotSetUp
 from .const import LOGGER
 
 # Messages waiting for the reader: a reader that stalls must not let memory grow without end.
@@ -50,16 +50,15 @@ class MqttSource(ByteSource):
 
     async def open(self) -> None:
         """Subscribe to the topic; MqttNotSetUp when Home Assistant has no MQTT connection."""
-        topic = self.endpoint.topic
-        assert topic is not None
+        try:
+            topic = mqtt.valid_subscribe_topic(self.endpoint.topic)
+        except probatio.Invalid as err:
+            raise InvalidTopic(f"{self.endpoint.topic!r} is not a topic: {err}") from err
         if not await mqtt.async_wait_for_mqtt_client(self.hass):
             raise MqttNotSetUp("the MQTT integration is not set up")
-        try:
-            self._unsubscribe = await mqtt.async_subscribe(
-                self.hass, topic, self._message, qos=0, encoding=None
-            )
-        except HomeAssistantError as err:
-            raise MqttNotSetUp(f"cannot subscribe to {topic}: {err}") from err
+        self._unsubscribe = await mqtt.async_subscribe(
+            self.hass, topic, self._message, qos=0, encoding=None
+        )
 
     @callback
     def _message(self, message: mqtt.ReceiveMessage) -> None:

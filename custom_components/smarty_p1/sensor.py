@@ -33,6 +33,8 @@ from .coordinator import Health, SmartyConfigEntry, SmartyCoordinator, SmartyDat
 from .entity import MBUS_GAS, MBUS_HEAT, MBUS_WATER, SmartyEntity, mbus_device, mbus_type
 from .entity import meter_device as meter_device_info
 from .p1 import CosemObject, generic_code, mbus_channel
+from .tariff import QuarterHourTracker
+from .tariff_runtime import TariffRuntime
 
 # Push updates: Home Assistant has nothing to poll and nothing to serialise.
 PARALLEL_UPDATES = 0
@@ -430,6 +432,10 @@ async def async_setup_entry(
     coordinator = entry.runtime_data
     device = meter_device_info(coordinator)
     async_add_entities(SmartyHealthSensor(coordinator, desc, device) for desc in HEALTH)
+    if (tariff := coordinator.tariff) is not None:
+        async_add_entities(
+            TariffSensor(coordinator, tariff, desc, device) for desc in TARIFF_SENSORS
+        )
     seen: set[str] = set()
 
     @callback
@@ -501,3 +507,119 @@ class SmartyHealthSensor(SmartyEntity, SensorEntity):
         value = self.entity_description.value_fn(self.coordinator.health)
         self._attr_native_value = value
         return value
+
+
+# --- The reference-power tariff (only when the user set a reference power). ---
+
+
+@dataclass(frozen=True, kw_only=True)
+class TariffDescription(SensorEntityDescription):
+    """A figure of the quarter-hour tracker."""
+
+    value_fn: Callable[[QuarterHourTracker], float | None]
+    # The start of the cycle a TOTAL sensor counts over (quarter, day, month).
+    last_reset_fn: Callable[[QuarterHourTracker], datetime | None] | None = None
+    # Floats of interpolated readings carry noise far below what a meter resolves.
+    digits: int = 3
+
+
+def _tariff_energy(
+    key: str,
+    value_fn: Callable[[QuarterHourTracker], float | None],
+    last_reset_fn: Callable[[QuarterHourTracker], datetime | None] | None,
+) -> TariffDescription:
+    return TariffDescription(
+        key=key,
+        translation_key=key,
+        device_class=SensorDeviceClass.ENERGY,
+        # A projection is not an amount counted over a cycle: no statistics for it.
+        state_class=SensorStateClass.TOTAL if last_reset_fn else None,
+        native_unit_of_measurement=UnitOfEnergy.KILO_WATT_HOUR,
+        suggested_display_precision=3,
+        value_fn=value_fn,
+        last_reset_fn=last_reset_fn,
+    )
+
+
+def _tariff_power(
+    key: str, value_fn: Callable[[QuarterHourTracker], float | None]
+) -> TariffDescription:
+    return TariffDescription(
+        key=key,
+        translation_key=key,
+        device_class=SensorDeviceClass.POWER,
+        state_class=SensorStateClass.MEASUREMENT,
+        native_unit_of_measurement=UnitOfPower.KILO_WATT,
+        suggested_display_precision=2,
+        value_fn=value_fn,
+    )
+
+
+def _last_quarter_start(tracker: QuarterHourTracker) -> datetime | None:
+    return tracker.last_quarter.start if tracker.last_quarter else None
+
+
+TARIFF_SENSORS: tuple[TariffDescription, ...] = (
+    _tariff_energy(
+        "quarter_energy",
+        lambda tracker: tracker.quarter_energy if tracker.quarter_start else None,
+        lambda tracker: tracker.quarter_start,
+    ),
+    _tariff_power("quarter_average_power", lambda tracker: tracker.average_power),
+    _tariff_energy("quarter_projected_energy", lambda tracker: tracker.projected_energy, None),
+    _tariff_power("quarter_headroom", lambda tracker: tracker.headroom),
+    _tariff_energy(
+        "last_quarter_overrun",
+        lambda tracker: tracker.last_quarter.overrun if tracker.last_quarter else None,
+        _last_quarter_start,
+    ),
+    _tariff_energy(
+        "overrun_today",
+        lambda tracker: tracker.day.overrun if tracker.day.period else None,
+        lambda tracker: tracker.day.start(tracker.zone),
+    ),
+    _tariff_energy(
+        "overrun_month",
+        lambda tracker: tracker.month.overrun if tracker.month.period else None,
+        lambda tracker: tracker.month.start(tracker.zone),
+    ),
+    TariffDescription(
+        key="overrun_cost_month",
+        translation_key="overrun_cost_month",
+        device_class=SensorDeviceClass.MONETARY,
+        state_class=SensorStateClass.TOTAL,
+        native_unit_of_measurement="EUR",
+        suggested_display_precision=2,
+        digits=4,
+        value_fn=lambda tracker: tracker.month.cost if tracker.month.period else None,
+        last_reset_fn=lambda tracker: tracker.month.start(tracker.zone),
+    ),
+    _tariff_power("max_quarter_power_month", lambda tracker: tracker.month.max_power),
+)
+
+
+class TariffSensor(SmartyEntity, SensorEntity):
+    """A figure of the reference-power tariff."""
+
+    entity_description: TariffDescription
+
+    def __init__(
+        self,
+        coordinator: SmartyCoordinator,
+        tariff: TariffRuntime,
+        description: TariffDescription,
+        device_info: DeviceInfo,
+    ) -> None:
+        super().__init__(coordinator, f"tariff_{description.key}")
+        self.entity_description = description
+        self._tariff = tariff
+        self._attr_device_info = device_info
+
+    def _refresh(self) -> object:
+        description = self.entity_description
+        tracker = self._tariff.tracker
+        value = description.value_fn(tracker)
+        self._attr_native_value = None if value is None else round(value, description.digits)
+        reset = description.last_reset_fn
+        self._attr_last_reset = reset(tracker) if reset else None
+        return self._attr_native_value, self._attr_last_reset

@@ -188,6 +188,13 @@ class Totals:
     max_power: float | None = None  # kW, highest quarter average
     gaps: int = 0
 
+    def start(self, zone: tzinfo = LUXEMBOURG) -> datetime | None:
+        """The local midnight the period began at; None before the first telegram."""
+        if not self.period:
+            return None
+        year, month, *day = (int(part) for part in self.period.split("-"))
+        return datetime(year, month, day[0] if day else 1, tzinfo=zone)
+
     def add(self, quarter: Quarter) -> None:
         """Count a completed quarter."""
         self.energy += quarter.energy

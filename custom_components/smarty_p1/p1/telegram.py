@@ -6,10 +6,11 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 from typing import Any
 
 from .errors import NotATelegramError
-from .obis import ObisKind, describe
+from .obis import OBIS_CATALOG, ObisKind, describe
 
 SUMMER = timezone(timedelta(hours=2))
 WINTER = timezone(timedelta(hours=1))
@@ -97,6 +98,9 @@ def _json_value(value: Any) -> Any:
     return value
 
 
+# Meter times, M-Bus capture times and hex identifiers repeat from one telegram to the next, and
+# turning them into objects is the dearest part of parsing: remember the recent ones.
+@lru_cache(maxsize=64)
 def parse_timestamp(text: str) -> datetime | None:
     """``YYMMDDhhmmssS`` (UTC+2) or ``...W`` (UTC+1); None for placeholders and nonsense."""
     match = _TIMESTAMP.fullmatch(text)
@@ -126,6 +130,7 @@ def _number(text: str) -> tuple[Decimal, str | None] | None:
     return number, unit or None
 
 
+@lru_cache(maxsize=64)
 def decode_text(text: str) -> str:
     """Hex-encoded text as text; anything that is not printable hex text is kept as sent."""
     if not _HEX_TEXT.fullmatch(text):
@@ -149,6 +154,10 @@ def _scalar(text: str) -> tuple[Scalar, str | None]:
 
 
 _KINDS: dict[str, ObisKind | None] = {}
+# Codes whose value is a single number: parsed on the fast path of parse_telegram.
+_PLAIN_NUMBER_CODES = frozenset(
+    code for code, info in OBIS_CATALOG.items() if info.kind is ObisKind.NUMBER and "x" not in code
+)
 
 
 def _kind(obis: str) -> ObisKind | None:
@@ -174,14 +183,13 @@ def _object(obis: str, raw: tuple[str, ...]) -> CosemObject:
     if len(raw) == 1:
         value, unit = _scalar(raw[0])
         return CosemObject(obis, raw, value, unit)
-    if len(raw) == 2 and _TIMESTAMP.fullmatch(raw[0]) and _number(raw[1]) is not None:
-        # (capture time)(reading): M-Bus readings, Belgian peak demand. A placeholder time
-        # means the channel holds no reading, whatever digits follow.
-        moment = parse_timestamp(raw[0])
-        value, unit = _scalar(raw[1])
-        if moment is None:
-            return CosemObject(obis, raw, None, unit)
-        return CosemObject(obis, raw, value, unit, moment)
+    if len(raw) == 2 and _TIMESTAMP.fullmatch(raw[0]):
+        number = _number(raw[1])
+        if number is not None:
+            # (capture time)(reading): M-Bus readings, Belgian peak demand. A placeholder time
+            # means the channel holds no reading, whatever digits follow.
+            moment = parse_timestamp(raw[0])
+            return CosemObject(obis, raw, number[0] if moment else None, number[1], moment)
     parts = [_scalar(text) for text in raw]
     units = {unit for _, unit in parts if unit is not None}
     return CosemObject(
@@ -216,23 +224,33 @@ def parse_telegram(
         raise NotATelegramError("content is not a DSMR telegram")
     header = lines[0][1:]
     objects: dict[str, CosemObject] = {}
-    current: tuple[str, list[str]] | None = None
-    pending: list[tuple[str, list[str]]] = []
+    plain = _PLAIN_NUMBER_CODES
+    last: tuple[str, list[str]] | None = None
     for line in lines[1:]:
-        if not line or line[0] == "!":
-            if line:
-                break
+        if not line:
             continue
-        if line[0] == "(" and current is not None:
-            # DSMR 2/3 gas readings continue on the next line.
-            current[1].extend(line[1:-1].split(")("))
+        if line[0] == "!":
+            break
+        if line[0] == "(" and last is not None:
+            # DSMR 2/3 gas readings continue on the next line: rebuild the previous object.
+            last[1].extend(line[1:-1].split(")("))
+            objects[last[0]] = _object(last[0], tuple(last[1]))
             continue
         bracket = line.find("(")
         if bracket < 0:
-            current = (line, [])
-        else:
-            current = (line[:bracket], line[bracket + 1 : -1].split(")("))
-        pending.append(current)
-    for obis, raw in pending:
+            last = (line, [])
+            objects[line] = _object(line, ())
+            continue
+        obis = line[:bracket]
+        inner = line[bracket + 1 : -1]
+        if obis in plain and inner:
+            # The common case, inlined: a catalogued single number is most of every telegram.
+            digits, _, unit = inner.partition("*")
+            if digits.replace(".", "", 1).isdigit():
+                objects[obis] = CosemObject(obis, (inner,), Decimal(digits), unit or None)
+                last = None
+                continue
+        raw = inner.split(")(")
+        last = (obis, raw)
         objects[obis] = _object(obis, tuple(raw))
     return Telegram(header, objects, telegram, crc, system_title, frame_counter)
