@@ -21,6 +21,7 @@ from unittest.mock import patch
 import pytest
 from homeassistant.components import mqtt
 from homeassistant.config_entries import ConfigEntryState
+from homeassistant.const import CONF_PORT
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import HomeAssistantError
 from pytest_homeassistant_custom_component.common import MockConfigEntry
@@ -55,7 +56,7 @@ class Broker:
 
     def start(self) -> None:
         """Start and wait until it accepts connections."""
-        self._process = subprocess.Popen(  # noqa: S603 (a fixed binary and our own config)
+        self._process = subprocess.Popen(
             [MOSQUITTO, "-c", str(self.config)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -102,7 +103,7 @@ async def mqtt_entry(hass: HomeAssistant, broker: Broker) -> AsyncIterator[MockC
     """Home Assistant's MQTT integration, connected to the broker, reconnecting fast."""
     entry = MockConfigEntry(
         domain=mqtt.DOMAIN,
-        data={mqtt.CONF_BROKER: "127.0.0.1", mqtt.CONF_PORT: broker.port},
+        data={mqtt.CONF_BROKER: "127.0.0.1", CONF_PORT: broker.port},
         options={mqtt.CONF_BIRTH_MESSAGE: {}, mqtt.CONF_WILL_MESSAGE: {}},
     )
     entry.add_to_hass(hass)

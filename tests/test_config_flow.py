@@ -180,7 +180,7 @@ async def start(hass: HomeAssistant, step: str) -> ConfigFlowResult:
 async def choose(hass: HomeAssistant, result: ConfigFlowResult, step: str) -> ConfigFlowResult:
     """Pick a menu entry (the connection type) and check the texts of what comes back."""
     assert result["type"] is FlowResultType.MENU
-    assert result["menu_options"] == ["serial", "network", "mqtt"]
+    assert result["menu_options"] == ["serial", "network", "mqtt_topic"]
     await assert_translated(hass, result)
     result = await hass.config_entries.flow.async_configure(
         result["flow_id"], {"next_step_id": step}

@@ -37,7 +37,6 @@ from custom_components.smarty_p1.const import (
     CONNECTION_MQTT,
     CONNECTION_NETWORK,
     CONNECTION_SERIAL,
-    DOMAIN,
 )
 from custom_components.smarty_p1.coordinator import SmartyCoordinator
 from custom_components.smarty_p1.diagnostics import async_get_config_entry_diagnostics
@@ -82,6 +81,8 @@ class Watch:
         self.coordinator = coordinator
         self.states: list[tuple[str, str]] = []
         self.delivered = 0
+        # Frames sent before the watch began are not the scenario's.
+        self._first = len(sim.sent)
         self._data: object = None
         self._obis: dict[str, str | None] = {}
         hass.bus.async_listen("state_changed", self._state)
@@ -102,6 +103,16 @@ class Watch:
         new = event.data["new_state"]
         if obis is not None and new is not None:
             self.states.append((obis, new.state))
+
+    async def caught_up(self) -> None:
+        """Wait until the meter's last frame is what the entities show."""
+        await wait_for(
+            self.hass,
+            lambda: (
+                self.coordinator.data is not None
+                and self.coordinator.data.telegram.raw == self.sim.last_telegram
+            ),
+        )
 
     async def delivers(self, count: int = 3, within: float = 10.0) -> None:
         """Wait until `count` more telegrams reach the entities."""
@@ -124,12 +135,14 @@ class Watch:
             value = Decimal(state)
             if value not in sent[obis] or (obis == "1-0:1.8.0" and value < energy):
                 wrong += 1
+                print(f"[faults] wrong value: {obis} = {state}")
             if obis == "1-0:1.8.0":
                 energy = value
+        frames = len(self.sim.sent) - self._first
         counts = {
-            "sent": len(self.sim.sent),
+            "sent": frames,
             "delivered": self.delivered,
-            "lost": len(self.sim.sent) - self.delivered,
+            "lost": frames - self.delivered,
             "wrong": wrong,
         }
         print(f"\n[faults] {scenario:<24} " + "  ".join(f"{k} {v:4d}" for k, v in counts.items()))
@@ -152,7 +165,14 @@ def short_key_window() -> Iterator[None]:
 
 @pytest.fixture
 def meter() -> RecordingMeter:
-    """The simulated meter of a scenario."""
+    """The simulated meter of a scenario: meter time moves 10 s per frame, as on a real meter
+    (its clock has whole seconds), while frames go out every 50 ms."""
+    return RecordingMeter(KEY, interval=10.0)
+
+
+@pytest.fixture
+def fast_meter() -> RecordingMeter:
+    """A meter whose own thread or task sends (pty, MQTT dongle): every 50 ms of meter time."""
     return RecordingMeter(KEY, interval=INTERVAL)
 
 
@@ -160,10 +180,11 @@ def meter() -> RecordingMeter:
 
 
 async def test_usb_unplug_and_replug(
-    hass: HomeAssistant, meter: RecordingMeter, tmp_path: Path
+    hass: HomeAssistant, fast_meter: RecordingMeter, tmp_path: Path
 ) -> None:
     """The pty vanishes; a new one appears at the same by-id path; reading resumes."""
     by_id = tmp_path / "usb-FTDI_FT232R_USB_UART_A10K1234-if00-port0"
+    meter = fast_meter
     first = PtyMeter(meter)
     by_id.symlink_to(first.path)
     entry = make_entry(
@@ -203,7 +224,7 @@ class Line:
         """Put bytes (default: the meter's next frame) on the line, then wait one interval."""
         frame = self.sim.next_frame() if data is None else data
         self.pty.inject(frame)
-        await asyncio.sleep(self.sim.interval)
+        await asyncio.sleep(INTERVAL)
         return frame
 
 
@@ -219,7 +240,7 @@ async def line(hass: HomeAssistant, meter: RecordingMeter) -> AsyncIterator[tupl
         wire = Line(pty, meter)
         for _ in range(3):
             await wire.send()
-        await watch.delivers(2)
+        await watch.caught_up()
         yield wire, watch
         await hass.config_entries.async_unload(entry.entry_id)
 
@@ -237,7 +258,7 @@ async def test_line_noise_bursts(line: tuple[Line, Watch]) -> None:
             await wire.send(frame[:cut] + noise[:20] + frame[cut:])
     for _ in range(3):
         await wire.send()
-    await watch.delivers(2)
+    await watch.caught_up()
     counts = watch.report("line noise bursts")
     assert counts["lost"] >= 5
 
@@ -249,7 +270,7 @@ async def test_frame_cut_in_half(line: tuple[Line, Watch]) -> None:
         frame = wire.sim.next_frame()
         await wire.send(frame[: len(frame) // 2])
         await wire.send()
-    await watch.delivers(1)
+    await watch.caught_up()
     counts = watch.report("frame cut in half")
     assert counts["lost"] >= 5
 
@@ -275,7 +296,7 @@ async def test_bit_flips(line: tuple[Line, Watch]) -> None:
         await wire.send(bytes(frame))
     for _ in range(3):
         await wire.send()
-    await watch.delivers(2)
+    await watch.caught_up()
     counts = watch.report("bit flips")
     assert counts["lost"] >= 20
     assert watch.coordinator.health.stats.rejected.total() >= 10
@@ -290,7 +311,7 @@ async def test_oversized_length_field(line: tuple[Line, Watch]) -> None:
         frame[11:13] = b"\xff\xff"
         await wire.send(bytes(frame))
         await wire.send()
-    await watch.delivers(2)
+    await watch.caught_up()
     decoder = watch.coordinator.decoder
     assert decoder is not None
     assert decoder.pending <= MAX_FRAME
@@ -303,7 +324,7 @@ async def test_frame_counter_backwards(hass: HomeAssistant, line: tuple[Line, Wa
     wire.sim.frame_counter = 1
     for _ in range(5):
         await wire.send()
-    await watch.delivers(3)
+    await watch.caught_up()
     counts = watch.report("frame counter backwards")
     coordinator = watch.coordinator
     assert coordinator.health.stats.counter_regressions == 1
@@ -330,7 +351,7 @@ async def test_dst_switch(hass: HomeAssistant) -> None:
     the meter time sensor never moves backwards."""
     switches = (datetime(2026, 3, 29, 0, 59, 59, tzinfo=UTC), datetime(2026, 10, 25, 0, 59, 59))
     for start in switches:
-        sim = RecordingMeter(KEY, interval=0.2, start=start.replace(tzinfo=UTC))
+        sim = RecordingMeter(KEY, interval=0.5, start=start.replace(tzinfo=UTC))
         with PtyMeter(sim, count=0) as pty:
             entry = make_entry(
                 sim, KEY, **{CONF_CONNECTION_TYPE: CONNECTION_SERIAL, CONF_DEVICE: pty.path}
@@ -345,7 +366,7 @@ async def test_dst_switch(hass: HomeAssistant) -> None:
                     value = coordinator.data.objects["0-0:1.0.0"].value
                     assert isinstance(value, datetime)
                     times.append(value)
-            await watch.delivers(1)
+            await watch.caught_up()
             assert times == sorted(times)
             # The meter's offset (S: UTC+2, W: UTC+1) changed on the way.
             assert times[0].utcoffset() != times[-1].utcoffset()
@@ -389,7 +410,7 @@ class Bridge:
     async def _tick(self) -> None:
         # The meter sends whether or not anyone listens.
         while True:
-            await asyncio.sleep(self.sim.interval)
+            await asyncio.sleep(INTERVAL)
             frame = self.sim.next_frame()
             for writer in list(self._writers):
                 await self._send(writer, frame)
@@ -435,9 +456,7 @@ class Bridge:
 
 
 @pytest.fixture
-async def bridge(
-    hass: HomeAssistant, meter: RecordingMeter
-) -> AsyncIterator[tuple[Bridge, Watch]]:
+async def bridge(hass: HomeAssistant, meter: RecordingMeter) -> AsyncIterator[tuple[Bridge, Watch]]:
     """The meter behind a single-client bridge, read by a loaded entry."""
     server = Bridge(meter)
     port = await server.start()
@@ -511,13 +530,15 @@ async def test_key_rotation(hass: HomeAssistant, bridge: tuple[Bridge, Watch]) -
     server, watch = bridge
     entry = watch.coordinator.config_entry
     server.sim.set_key(NEW_KEY)
-    await wait_for(hass, lambda: bool(entry.async_get_active_flows(hass, {SOURCE_REAUTH})))
+    await wait_for(hass, lambda: list(entry.async_get_active_flows(hass, {SOURCE_REAUTH})))
     flow = next(iter(entry.async_get_active_flows(hass, {SOURCE_REAUTH})))
     result = await hass.config_entries.flow.async_configure(
         flow["flow_id"], {CONF_DECRYPTION_KEY: NEW_KEY.hex()}
     )
     assert result["type"] is FlowResultType.ABORT
     assert result["reason"] == "reauth_successful"
+    old = watch.coordinator
+    await wait_for(hass, lambda: getattr(entry, "runtime_data", old) is not old)
     coordinator = entry.runtime_data
     watch.coordinator = coordinator
     watch._data = None
@@ -530,9 +551,10 @@ async def test_key_rotation(hass: HomeAssistant, bridge: tuple[Bridge, Watch]) -
 
 
 async def test_broker_restart(
-    hass: HomeAssistant, mqtt_entry: MockConfigEntry, broker: Broker, meter: RecordingMeter
+    hass: HomeAssistant, mqtt_entry: MockConfigEntry, broker: Broker, fast_meter: RecordingMeter
 ) -> None:
     """The broker restarts: MQTT reconnects and resubscribes, frames flow again."""
+    meter = fast_meter
     entry = make_entry(
         meter, KEY, **{CONF_CONNECTION_TYPE: CONNECTION_MQTT, CONF_TOPIC: "smarty/raw"}
     )
@@ -548,9 +570,10 @@ async def test_broker_restart(
 
 
 async def test_retained_stale_frame(
-    hass: HomeAssistant, mqtt_entry: MockConfigEntry, meter: RecordingMeter
+    hass: HomeAssistant, mqtt_entry: MockConfigEntry, fast_meter: RecordingMeter
 ) -> None:
     """A retained frame from before: never shown, live frames are."""
+    meter = fast_meter
     stale = meter.next_frame()
     meter.sent.clear()
     await publish(hass, "smarty/raw", stale, retain=True)

@@ -27,6 +27,7 @@ from custom_components.smarty_p1.p1.simulator import MeterSimulator
 
 from .conftest import KEY, encrypt, make_entry, setup, state_of, wait_for, with_values
 from .mqtt_broker import Broker, Dongle, broker, mqtt_entry, publish
+from .test_config_flow import skip_tariff
 
 __all__ = ["broker", "mqtt_entry"]
 
@@ -42,9 +43,7 @@ def short_probe_timeout() -> Iterator[None]:
 
 def mqtt_meter_entry(simulator: MeterSimulator) -> MockConfigEntry:
     """The entry of the simulated meter on TOPIC."""
-    return make_entry(
-        simulator, KEY, **{CONF_CONNECTION_TYPE: CONNECTION_MQTT, CONF_TOPIC: TOPIC}
-    )
+    return make_entry(simulator, KEY, **{CONF_CONNECTION_TYPE: CONNECTION_MQTT, CONF_TOPIC: TOPIC})
 
 
 def energy_id(hass: HomeAssistant, simulator: MeterSimulator) -> str:
@@ -110,14 +109,16 @@ async def test_retained_frame_is_not_news(
     source = coordinator.source
     assert isinstance(source, MqttSource)
     await wait_for(hass, lambda: source.retained_dropped == 1)
-    assert coordinator.data is None
+    assert coordinator.health.stats.telegrams == 0
     async with Dongle(hass, simulator, TOPIC) as dongle:
         await wait_for(hass, lambda: coordinator.health.stats.telegrams >= 2)
     entity = energy_id(hass, simulator)
     assert Decimal(state_of(hass, entity).state) != stale_energy
     assert Decimal(state_of(hass, entity).state) in {v["1-0:1.8.0"] for v in dongle.sent}
     assert coordinator.health.stats.telegrams == len(dongle.sent)
+    assert await hass.config_entries.async_unload(entry.entry_id)
     await publish(hass, TOPIC, b"", retain=True)
+    await hass.async_block_till_done()
 
 
 async def test_replayed_frame_is_not_news(
@@ -144,10 +145,10 @@ async def test_flow_adds_an_mqtt_meter(
     result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": SOURCE_USER})
     assert result["type"] is FlowResultType.MENU
     result = await hass.config_entries.flow.async_configure(
-        result["flow_id"], {"next_step_id": "mqtt"}
+        result["flow_id"], {"next_step_id": "mqtt_topic"}
     )
     assert result["type"] is FlowResultType.FORM
-    assert result["step_id"] == "mqtt"
+    assert result["step_id"] == "mqtt_topic"
     async with Dongle(hass, simulator, TOPIC):
         result = await hass.config_entries.flow.async_configure(
             result["flow_id"], {CONF_TOPIC: f" {TOPIC} "}
@@ -157,6 +158,7 @@ async def test_flow_adds_an_mqtt_meter(
         result = await hass.config_entries.flow.async_configure(
             result["flow_id"], {CONF_DECRYPTION_KEY: KEY.hex()}
         )
+    result = await skip_tariff(hass, result)
     assert result["type"] is FlowResultType.CREATE_ENTRY
     assert result["data"][CONF_TOPIC] == TOPIC
     assert result["data"][CONF_CONNECTION_TYPE] == CONNECTION_MQTT
@@ -171,11 +173,9 @@ async def test_mqtt_not_set_up(hass: HomeAssistant, simulator: MeterSimulator) -
     """Without Home Assistant's MQTT integration: a clear error in the flow, retry on setup."""
     result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": SOURCE_USER})
     result = await hass.config_entries.flow.async_configure(
-        result["flow_id"], {"next_step_id": "mqtt"}
+        result["flow_id"], {"next_step_id": "mqtt_topic"}
     )
-    result = await hass.config_entries.flow.async_configure(
-        result["flow_id"], {CONF_TOPIC: TOPIC}
-    )
+    result = await hass.config_entries.flow.async_configure(result["flow_id"], {CONF_TOPIC: TOPIC})
     assert result["type"] is FlowResultType.FORM
     assert result["errors"] == {"base": "mqtt_not_setup"}
     entry = mqtt_meter_entry(simulator)
@@ -199,7 +199,7 @@ async def test_probe_over_mqtt_and_subscribe_failure(
         await bad.open()
     result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": SOURCE_USER})
     result = await hass.config_entries.flow.async_configure(
-        result["flow_id"], {"next_step_id": "mqtt"}
+        result["flow_id"], {"next_step_id": "mqtt_topic"}
     )
     result = await hass.config_entries.flow.async_configure(
         result["flow_id"], {CONF_TOPIC: "smarty/p1+"}

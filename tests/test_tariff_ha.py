@@ -2,29 +2,36 @@
 
 Every scenario is hand-computed: the meter's clock (0-0:1.0.0) and import register (1-0:1.8.0)
 are set per telegram; telegrams come every 30 s (under the 35 s gap threshold) to keep it fast.
+Home Assistant's clock is frozen at the scenario's start and then ticks in real time: moving it
+with the meter's clock would also move the event loop's clock and trip the silence timeout.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from unittest.mock import patch
 
 import pytest
-from freezegun.api import FrozenDateTimeFactory
+from freezegun import freeze_time
 from homeassistant.config_entries import ConfigEntryState
 from homeassistant.const import (
     ATTR_DEVICE_CLASS,
     ATTR_UNIT_OF_MEASUREMENT,
     CONF_DEVICE,
+    CONF_HOST,
+    CONF_PORT,
+    EVENT_STATE_CHANGED,
     STATE_OFF,
     STATE_ON,
     STATE_UNKNOWN,
 )
-from homeassistant.core import HomeAssistant
+from homeassistant.core import Event, EventStateChangedData, HomeAssistant, callback
 from homeassistant.data_entry_flow import FlowResultType
 from homeassistant.helpers import entity_registry as er
-from pytest_homeassistant_custom_component.common import MockConfigEntry  # type: ignore[import-untyped]
+from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.smarty_p1.const import (
     CONF_CONNECTION_TYPE,
@@ -36,10 +43,11 @@ from custom_components.smarty_p1.const import (
     DOMAIN,
 )
 from custom_components.smarty_p1.coordinator import SmartyCoordinator
-from custom_components.smarty_p1.p1.simulator import MeterSimulator, PtyMeter, meter_time
-from custom_components.smarty_p1.tariff import LUXEMBOURG
+from custom_components.smarty_p1.p1.simulator import MeterSimulator, PtyMeter, TcpMeter, meter_time
+from custom_components.smarty_p1.tariff import LUXEMBOURG, REFERENCE_POWERS
 
 from .conftest import KEY, encrypt, entry_data, setup, state_of, wait_for, with_values
+from .test_config_flow import assert_translated, schema, start, submit, suggested
 
 STEP = timedelta(seconds=30)
 
@@ -57,20 +65,18 @@ class Meter:
         hass: HomeAssistant,
         pty: PtyMeter,
         base: bytes,
-        freezer: FrozenDateTimeFactory,
         at: datetime,
         energy: float = 1000.0,
     ) -> None:
         self.hass = hass
         self.pty = pty
         self.base = base
-        self.freezer = freezer
         self.at = at.astimezone(UTC)
         self.energy = energy
         self.sent = 0
         self.counter = 5000
         self.coordinator: SmartyCoordinator | None = None
-        freezer.move_to(self.at)
+        self.entry: MockConfigEntry | None = None
 
     def telegram(self, power: float) -> bytes:
         values = {
@@ -82,24 +88,21 @@ class Meter:
 
     async def run(self, until: datetime, power: float) -> None:
         """Telegrams from now (inclusive) to ``until`` (exclusive) at a steady power (kW)."""
-        frames = []
-        while self.at < until:
-            self.counter += 1
-            frames.append(encrypt(self.telegram(power), self.counter))
-            self.at += STEP
-            self.energy += power * STEP.total_seconds() / 3600
-        self.sent += len(frames)
-        self.pty.inject(b"".join(frames))
-        self.freezer.move_to(self.at)
         coordinator = self.coordinator
         assert coordinator is not None
-        await wait_for(self.hass, lambda: coordinator.health.stats.telegrams >= self.sent)
+        while self.at < until:
+            self.counter += 1
+            # One at a time: the pty's buffer is small, and the reader must see each.
+            self.pty.inject(encrypt(self.telegram(power), self.counter))
+            self.sent += 1
+            await wait_for(self.hass, lambda: coordinator.health.stats.telegrams >= self.sent)
+            self.at += STEP
+            self.energy += power * STEP.total_seconds() / 3600
 
     def skip(self, until: datetime, power: float) -> None:
         """No telegram until ``until``; the load goes on."""
         self.energy += power * (until.astimezone(UTC) - self.at).total_seconds() / 3600
         self.at = until.astimezone(UTC)
-        self.freezer.move_to(self.at)
 
 
 @pytest.fixture
@@ -109,14 +112,14 @@ def base_telegram(simulator: MeterSimulator) -> bytes:
     return simulator.last_telegram
 
 
-def tariff_entry(simulator: MeterSimulator, pty: PtyMeter, **options: Any) -> MockConfigEntry:
-    """The entry of the quiet meter, with options."""
+def tariff_entry(simulator: MeterSimulator, device: str, **options: Any) -> MockConfigEntry:
+    """The entry of the meter on a serial port, with options."""
     return MockConfigEntry(
         domain=DOMAIN,
         title=f"Smarty {simulator.serial}",
         unique_id=simulator.serial,
         data=entry_data(
-            simulator, KEY, **{CONF_CONNECTION_TYPE: CONNECTION_SERIAL, CONF_DEVICE: pty.path}
+            simulator, KEY, **{CONF_CONNECTION_TYPE: CONNECTION_SERIAL, CONF_DEVICE: device}
         ),
         options=options,
     )
@@ -134,32 +137,316 @@ def value(hass: HomeAssistant, serial: str, key: str) -> float:
 
 @pytest.fixture
 async def meter(
-    hass: HomeAssistant,
-    simulator: MeterSimulator,
-    quiet_pty: PtyMeter,
-    base_telegram: bytes,
-    freezer: FrozenDateTimeFactory,
-) -> Callable[..., Any]:
+    hass: HomeAssistant, simulator: MeterSimulator, quiet_pty: PtyMeter, base_telegram: bytes
+) -> AsyncIterator[Callable[..., Any]]:
     """Set up the entry with a reference power; a Meter starting at a given local time."""
+    with ExitStack() as stack:
 
-    async def start(at: datetime, **options: Any) -> Meter:
-        line = Meter(hass, quiet_pty, base_telegram, freezer, at)
-        options.setdefault(CONF_REFERENCE_POWER, 3.0)
-        entry = tariff_entry(simulator, quiet_pty, **options)
-        line.coordinator = await setup(hass, entry)
-        return line
+        async def start(at: datetime, **options: Any) -> Meter:
+            stack.enter_context(freeze_time(at, tick=True))
+            line = Meter(hass, quiet_pty, base_telegram, at)
+            options.setdefault(CONF_REFERENCE_POWER, 3.0)
+            options = {key: option for key, option in options.items() if option is not None}
+            line.entry = tariff_entry(simulator, quiet_pty.path, **options)
+            line.coordinator = await setup(hass, line.entry)
+            return line
 
-    return start
+        yield start
+
+
+def events_of(hass: HomeAssistant, entity_id: str) -> list[dict[str, Any]]:
+    """Collect the overrun events an entity fires, as their state attributes."""
+    fired: list[dict[str, Any]] = []
+
+    @callback
+    def changed(event: Event[EventStateChangedData]) -> None:
+        if event.data["entity_id"] == entity_id and (state := event.data["new_state"]):
+            fired.append(dict(state.attributes))
+
+    hass.bus.async_listen(EVENT_STATE_CHANGED, changed)
+    return fired
 
 
 async def test_steady_load_over_the_reference(
     hass: HomeAssistant, meter: Callable[..., Any], simulator: MeterSimulator
 ) -> None:
     """4.8 kW at 3 kW: 1.2 kWh per quarter, 0.45 kWh over, 2026 overrun rate 7.65 ct/kWh."""
-    events: list[dict[str, Any]] = []
     line: Meter = await meter(lux("2026-03-10 11:59:30"))
     serial = simulator.serial
-    await line.run(lux("2026-03-10 12:00:30"), 4.8)
-    assert value(hass, serial, "quarter_energy") == pytest.approx(0.04, abs=1e-3)
-    await line.run(lux("2026-03-10 12:15:30"), 4.8)
+    event_id = entity(hass, serial, "quarter_overrun", "event")
+    fired = events_of(hass, event_id)
+    expected_id = entity(hass, serial, "overrun_expected", "binary_sensor")
+    await line.run(lux("2026-03-10 12:00:40"), 4.8)
+    quarter = state_of(hass, entity(hass, serial, "quarter_energy"))
+    assert float(quarter.state) == pytest.approx(0.04, abs=1e-3)  # 30 s at 4.8 kW
+    assert quarter.attributes["state_class"] == "total"
+    assert quarter.attributes["last_reset"] == "2026-03-10T11:00:00+00:00"
+    assert quarter.attributes[ATTR_UNIT_OF_MEASUREMENT] == "kWh"
+    assert value(hass, serial, "quarter_average_power") == pytest.approx(4.8, abs=0.01)
+    # 0.04 + 4.8 kW x 14.5 min
+    assert value(hass, serial, "quarter_projected_energy") == pytest.approx(1.2, abs=1e-3)
+    assert value(hass, serial, "quarter_headroom") == pytest.approx(
+        (0.75 - 0.04) / (14.5 / 60), abs=1e-3
+    )
+    assert state_of(hass, expected_id).state == STATE_ON  # 30 s above: confirmed
+
+    await line.run(lux("2026-03-10 12:30:10"), 4.8)
     assert value(hass, serial, "last_quarter_overrun") == pytest.approx(0.45, abs=1e-3)
+    # 11:45 from 11:59:30 (0.04 kWh, no overrun) and two whole quarters.
+    assert value(hass, serial, "overrun_today") == pytest.approx(0.9, abs=2e-3)
+    assert value(hass, serial, "overrun_month") == pytest.approx(0.9, abs=2e-3)
+    cost = state_of(hass, entity(hass, serial, "overrun_cost_month"))
+    assert float(cost.state) == pytest.approx(0.9 * 0.0765, abs=1e-4)
+    assert cost.attributes[ATTR_DEVICE_CLASS] == "monetary"
+    assert cost.attributes[ATTR_UNIT_OF_MEASUREMENT] == "EUR"
+    assert cost.attributes["last_reset"] == "2026-03-01T00:00:00+01:00"
+    assert value(hass, serial, "max_quarter_power_month") == pytest.approx(4.8, abs=0.01)
+    assert [event["event_type"] for event in fired] == ["overrun", "overrun"]
+    assert fired[0]["start"] == "2026-03-10T11:00:00+00:00"
+    assert fired[0]["energy"] == pytest.approx(1.2, abs=1e-3)
+    assert fired[0]["overrun"] == pytest.approx(0.45, abs=1e-3)
+    assert fired[0]["complete"] is True
+
+
+async def test_five_minute_burst(
+    hass: HomeAssistant, meter: Callable[..., Any], simulator: MeterSimulator
+) -> None:
+    """11 kW for 5 minutes then nothing, at 3 kW: 0.167 kWh of overrun, not 0.667."""
+    line: Meter = await meter(lux("2025-06-02 08:59:30"))
+    serial = simulator.serial
+    await line.run(lux("2025-06-02 09:00:00"), 0.0)
+    await line.run(lux("2025-06-02 09:05:00"), 11.0)
+    await line.run(lux("2025-06-02 09:15:30"), 0.0)
+    assert value(hass, serial, "last_quarter_overrun") == pytest.approx(0.1667, abs=1e-3)
+    assert value(hass, serial, "overrun_month") == pytest.approx(0.1667, abs=1e-3)
+    # 2025: 11.39 ct/kWh
+    assert value(hass, serial, "overrun_cost_month") == pytest.approx(0.019, abs=1e-4)
+    assert value(hass, serial, "max_quarter_power_month") == pytest.approx(3.667, abs=0.01)
+    assert state_of(hass, entity(hass, serial, "overrun_expected", "binary_sensor")).state == (
+        STATE_OFF
+    )
+
+
+async def test_overrun_expected_before_the_quarter_overruns(
+    hass: HomeAssistant, meter: Callable[..., Any], simulator: MeterSimulator
+) -> None:
+    """2 kW then 5 kW from 12:05: on at 12:05:30 (projection 1.0 kWh), the energy passes
+    0.75 kWh only at 12:12."""
+    line: Meter = await meter(lux("2026-03-10 11:59:30"))
+    serial = simulator.serial
+    expected_id = entity(hass, serial, "overrun_expected", "binary_sensor")
+    await line.run(lux("2026-03-10 12:05:00"), 2.0)
+    assert state_of(hass, expected_id).state == STATE_OFF
+    await line.run(lux("2026-03-10 12:05:30"), 5.0)  # one telegram at 5 kW: not yet
+    assert state_of(hass, expected_id).state == STATE_OFF
+    await line.run(lux("2026-03-10 12:06:00"), 5.0)
+    assert state_of(hass, expected_id).state == STATE_ON
+    assert value(hass, serial, "quarter_energy") < 0.75 / 2
+    # 0.208 kWh taken, 9.5 minutes left: 3.42 kW on average, less than the 5 kW drawn.
+    taken = 2.0 * 5 / 60 + 5.0 * 0.5 / 60
+    assert value(hass, serial, "quarter_headroom") == pytest.approx(
+        (0.75 - taken) / (9.5 / 60), abs=0.01
+    )
+
+
+async def test_boundary_between_telegrams_and_dst(
+    hass: HomeAssistant, meter: Callable[..., Any], simulator: MeterSimulator
+) -> None:
+    """Spring forward: 01:45 is followed by 03:00 local; a boundary 10 s after a telegram."""
+    line: Meter = await meter(lux("2026-03-29 01:44:50"))
+    serial = simulator.serial
+    await line.run(lux("2026-03-29 01:59:51"), 3.6)  # the last telegram at 01:59:50 CET
+    # The next one 20 s later, in summer time; 3.6 kW is 10 Wh per 10 s.
+    line.at = lux("2026-03-29 03:00:10").astimezone(UTC)
+    line.energy += 3.6 * (20 - 30) / 3600
+    await line.run(lux("2026-03-29 03:00:11"), 3.6)
+    quarter = state_of(hass, entity(hass, serial, "quarter_energy"))
+    assert quarter.attributes["last_reset"] == "2026-03-29T01:00:00+00:00"  # 03:00 CEST
+    # The boundary lies halfway between the two telegrams: 10 of their 20 Wh.
+    assert float(quarter.state) == pytest.approx(0.010, abs=1e-6)
+    # 01:45-02:00 CET was 15 minutes at 3.6 kW: 0.9 kWh, 0.15 over.
+    assert value(hass, serial, "last_quarter_overrun") == pytest.approx(0.15, abs=1e-6)
+
+
+async def test_data_gap_and_restart_mid_month(
+    hass: HomeAssistant, meter: Callable[..., Any], simulator: MeterSimulator
+) -> None:
+    """Totals survive a restart; a gap across boundaries leaves incomplete quarters, no more."""
+    line: Meter = await meter(lux("2026-03-10 11:59:30"))
+    serial = simulator.serial
+    await line.run(lux("2026-03-10 12:15:30"), 4.0)  # 12:00: 1 kWh, 0.25 over
+    assert value(hass, serial, "overrun_month") == pytest.approx(0.25, abs=1e-3)
+    entry = line.entry
+    assert entry is not None
+    assert await hass.config_entries.async_unload(entry.entry_id)
+    await hass.async_block_till_done()
+    assert entry.state is ConfigEntryState.NOT_LOADED
+
+    # Home Assistant is down from 12:15:00 until 12:47:00 while 4 kW go on.
+    line.skip(lux("2026-03-10 12:47:00"), 4.0)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    line.coordinator = entry.runtime_data
+    line.sent = 0
+    fired = events_of(hass, entity(hass, serial, "quarter_overrun", "event"))
+    assert value(hass, serial, "overrun_month") == pytest.approx(0.25, abs=1e-3)  # restored
+    await line.run(lux("2026-03-10 13:00:30"), 4.0)
+    # 12:15 had one telegram (12:15:00): 0 kWh, incomplete; 12:30 was not measured at all;
+    # 12:45 measured from 12:47:00: 4 kW x 13 min = 0.867 kWh, 0.117 over, incomplete.
+    assert [event["start"] for event in fired] == ["2026-03-10T11:45:00+00:00"]
+    assert fired[0]["complete"] is False
+    assert fired[0]["energy"] == pytest.approx(4.0 * 13 / 60, abs=1e-3)
+    assert value(hass, serial, "overrun_month") == pytest.approx(0.25 + 0.1167, abs=1e-3)
+    assert value(hass, serial, "overrun_today") == pytest.approx(0.25 + 0.1167, abs=1e-3)
+
+
+async def test_month_rollover(
+    hass: HomeAssistant, meter: Callable[..., Any], simulator: MeterSimulator
+) -> None:
+    line: Meter = await meter(lux("2026-03-31 23:44:30"))
+    serial = simulator.serial
+    await line.run(lux("2026-04-01 00:00:30"), 4.0)
+    month = state_of(hass, entity(hass, serial, "overrun_month"))
+    assert float(month.state) == 0
+    assert month.attributes["last_reset"] == "2026-04-01T00:00:00+02:00"
+    assert value(hass, serial, "last_quarter_overrun") == pytest.approx(0.25, abs=1e-3)
+    assert value(hass, serial, "overrun_today") == 0
+    assert state_of(hass, entity(hass, serial, "max_quarter_power_month")).state == STATE_UNKNOWN
+    await line.run(lux("2026-04-01 00:15:30"), 4.0)
+    assert value(hass, serial, "overrun_month") == pytest.approx(0.25, abs=1e-3)
+
+
+async def test_options_switch_the_tariff_on_and_off(
+    hass: HomeAssistant, meter: Callable[..., Any], simulator: MeterSimulator
+) -> None:
+    """Off: no tariff entities. A reference power set in the options adds them (reload);
+    a changed one applies at the next telegram; emptied, they go again."""
+    line: Meter = await meter(lux("2026-03-10 11:59:30"), reference_power=None)
+    entry = line.entry
+    assert entry is not None
+    serial = simulator.serial
+    registry = er.async_get(hass)
+    unique_id = f"{serial}_tariff_quarter_energy"
+    assert registry.async_get_entity_id("sensor", DOMAIN, unique_id) is None
+
+    result = await hass.config_entries.options.async_init(entry.entry_id)
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"],
+        {CONF_MIN_INTERVAL: 0, CONF_REFERENCE_POWER: "7", CONF_RATE_OVERRUN: 10.0},
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert entry.options == {
+        CONF_MIN_INTERVAL: 0,
+        CONF_REFERENCE_POWER: 7.0,
+        CONF_RATE_OVERRUN: 10.0,
+    }
+    await hass.async_block_till_done()
+    line.coordinator = entry.runtime_data
+    line.sent = 0
+    await line.run(lux("2026-03-10 12:15:30"), 8.0)  # 2 kWh in 12:00, 0.25 over 7 kW
+    assert value(hass, serial, "last_quarter_overrun") == pytest.approx(0.25, abs=1e-3)
+    assert value(hass, serial, "overrun_cost_month") == pytest.approx(0.025, abs=1e-4)
+
+    # A new reference power is read live: no reload, the tracker keeps its totals.
+    hass.config_entries.async_update_entry(
+        entry, options={**entry.options, CONF_REFERENCE_POWER: 12.0, CONF_RATE_NORMAL: 4.0}
+    )
+    await hass.async_block_till_done()
+    assert entry.runtime_data is line.coordinator
+    await line.run(lux("2026-03-10 12:30:30"), 8.0)
+    assert value(hass, serial, "last_quarter_overrun") == 0
+    assert value(hass, serial, "overrun_month") == pytest.approx(0.25, abs=1e-3)
+
+    hass.config_entries.async_update_entry(entry, options={CONF_MIN_INTERVAL: 0})
+    await hass.async_block_till_done()
+    await wait_for(hass, lambda: entry.state is ConfigEntryState.LOADED)
+    assert state_of(hass, entity(hass, serial, "quarter_energy")).state == "unavailable"
+    assert entry.runtime_data.tariff is None
+
+
+# --- Where the reference power is set: the end of the config flow, and the options. ---
+
+
+@pytest.mark.parametrize("meter_key", [None])
+async def test_config_flow_offers_the_tariff(hass: HomeAssistant, tcp_meter: TcpMeter) -> None:
+    """After the meter answered: a reference power from the list or typed as on the bill."""
+    result = await start(hass, "network")
+    result = await submit(hass, result, {CONF_HOST: "127.0.0.1", CONF_PORT: tcp_meter.port})
+    assert result["step_id"] == "tariff"
+    options = schema(result).schema[CONF_REFERENCE_POWER].config["options"]
+    assert [option["value"] for option in options] == [str(kw) for kw in REFERENCE_POWERS]
+    for typo in ("0", "-3", "twelve", "1e9"):
+        result = await submit(hass, result, {CONF_REFERENCE_POWER: typo})
+        assert result["step_id"] == "tariff"
+        assert result["errors"] == {CONF_REFERENCE_POWER: "invalid_reference_power"}
+        assert suggested(result, CONF_REFERENCE_POWER) == typo
+    result = await submit(hass, result, {CONF_REFERENCE_POWER: " 12,5 kW "})
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert result["options"] == {CONF_REFERENCE_POWER: 12.5}
+    entry = result["result"]
+    await wait_for(hass, lambda: entry.state is ConfigEntryState.LOADED)
+    assert entry.runtime_data.tariff.tracker.reference == 12.5
+
+
+async def test_options_form(hass: HomeAssistant, simulator: MeterSimulator) -> None:
+    """The stored power is offered back as the list's text; emptied fields turn settings off."""
+    entry = tariff_entry(
+        simulator,
+        "/dev/ttyUSB0",
+        **{CONF_MIN_INTERVAL: 10, CONF_REFERENCE_POWER: 7.0, CONF_RATE_NORMAL: 5.0},
+    )
+    entry.add_to_hass(hass)
+    result = await hass.config_entries.options.async_init(entry.entry_id)
+    await assert_translated(hass, result, "options")
+    assert suggested(result, CONF_REFERENCE_POWER) == "7"
+    assert suggested(result, CONF_RATE_NORMAL) == 5.0
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], {CONF_MIN_INTERVAL: 10, CONF_REFERENCE_POWER: "abc"}
+    )
+    assert result["errors"] == {CONF_REFERENCE_POWER: "invalid_reference_power"}
+    await assert_translated(hass, result, "options")
+    assert suggested(result, CONF_REFERENCE_POWER) == "abc"
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], {CONF_MIN_INTERVAL: 10, CONF_RATE_OVERRUN: 8.5}
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert entry.options == {CONF_MIN_INTERVAL: 10, CONF_RATE_OVERRUN: 8.5}
+
+
+# --- The stored state. ---
+
+
+async def test_stored_state_is_checked_and_removed_with_the_entry(
+    hass: HomeAssistant,
+    *,
+    hass_storage: dict[str, Any],
+    meter: Callable[..., Any],
+    simulator: MeterSimulator,
+    base_telegram: bytes,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A state that does not restore is ignored with one warning; removal deletes it."""
+    # The entry id is not known before the entry exists: the load returns garbage for any id.
+    with patch(
+        "custom_components.smarty_p1.tariff_runtime.Store.async_load",
+        return_value={"version": 99},
+    ):
+        line: Meter = await meter(lux("2026-03-10 11:59:30"))
+    assert "Ignoring the stored tariff state" in caplog.text
+    entry = line.entry
+    assert entry is not None
+    # A telegram without the import register leaves the tariff as it is.
+    line.pty.inject(encrypt(with_values(base_telegram, **{"1-0:1.8.0": ""}), 4000))
+    line.sent += 1
+    coordinator = line.coordinator
+    assert coordinator is not None
+    await wait_for(hass, lambda: coordinator.health.stats.telegrams >= line.sent)
+    assert coordinator.tariff is not None
+    assert coordinator.tariff.tracker.quarter_start is None
+    await line.run(lux("2026-03-10 12:00:30"), 1.0)
+    assert await hass.config_entries.async_unload(entry.entry_id)
+    key = f"smarty_p1.{entry.entry_id}.tariff"
+    assert hass_storage[key]["data"]["start"] == "2026-03-10T11:00:00+00:00"
+    await hass.config_entries.async_remove(entry.entry_id)
+    await hass.async_block_till_done()
+    assert key not in hass_storage

@@ -9,6 +9,8 @@ from en.json, or an icon for a key that does not exist fails here.
 from __future__ import annotations
 
 import ast
+import builtins
+import importlib
 import json
 import re
 import string
@@ -25,7 +27,7 @@ from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity import EntityDescription
 from homeassistant.helpers.translation import async_get_translations
 
-from custom_components.smarty_p1 import config_flow, sensor
+from custom_components.smarty_p1 import config_flow
 from custom_components.smarty_p1.connection import ProbeError
 from custom_components.smarty_p1.const import DOMAIN
 
@@ -36,7 +38,11 @@ LANGUAGES = ("de", "fr", "lb", "nl")
 OTHERS = sorted(path.stem for path in TRANSLATIONS.glob("*.json") if path.stem != "en")
 PLATFORMS = {platform.value for platform in Platform}
 # Platform modules: their descriptions are read from the objects, as factories build the keys.
-PLATFORM_MODULES: tuple[ModuleType, ...] = (sensor,)
+PLATFORM_MODULES = [
+    importlib.import_module(f"{config_flow.__package__}.{path.stem}")
+    for path in sorted(PACKAGE.glob("*.py"))
+    if path.stem in PLATFORMS
+]
 # Text a translation must keep as it is: e-mail addresses, URLs, device paths, OBIS codes.
 VERBATIM = re.compile(
     r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+|https?://\S*\w|/dev/[\w/.-]*\w|\b\d-\d:\d+\.\d+\.\d+\b"
@@ -170,12 +176,25 @@ def missing(uses: Iterable[Use], english: Mapping[str, Any]) -> list[str]:
     return problems
 
 
+def with_subclasses[T](cls: type[T]) -> list[type[T]]:
+    """A class and all its subclasses (of the modules imported so far)."""
+    found: list[type[T]] = []
+    todo = [cls]
+    while todo:
+        found.append(todo.pop())
+        todo += found[-1].__subclasses__()
+    return found
+
+
 class Source:
     """One module's syntax tree, with what its module-level names hold."""
 
     def __init__(self, text: str, module: str) -> None:
         self.tree = ast.parse(text)
         self.module = module
+        self.parents = {
+            child: node for node in ast.walk(self.tree) for child in ast.iter_child_nodes(node)
+        }
         self.names: dict[str, ast.expr] = {}
         for node in self.tree.body:
             pairs: list[tuple[ast.expr, ast.expr | None]] = []
@@ -186,6 +205,32 @@ class Source:
             for target, value in pairs:
                 if isinstance(target, ast.Name) and value is not None:
                     self.names[target.id] = value
+
+    def caught(self, expr: ast.Attribute) -> set[str] | None:
+        """``err.error`` within ``except CannotConnect as err``: the class attribute of the
+        exceptions that handler catches, read from the running classes."""
+        name = getattr(expr.value, "id", None)
+        handler: ast.AST | None = expr
+        while handler is not None and not (
+            isinstance(handler, ast.ExceptHandler) and handler.name == name
+        ):
+            handler = self.parents.get(handler)
+        if not isinstance(handler, ast.ExceptHandler) or handler.type is None:
+            return None
+        types = handler.type.elts if isinstance(handler.type, ast.Tuple) else [handler.type]
+        module = importlib.import_module(f"{config_flow.__package__}.{self.module}")
+        classes = [
+            getattr(module, t.id, None) or vars(builtins)[t.id]
+            for t in types
+            if isinstance(t, ast.Name)
+        ]
+        found = {
+            value
+            for cls in classes
+            for subclass in with_subclasses(cls)
+            if isinstance(value := getattr(subclass, expr.attr, None), str)
+        }
+        return found or None
 
     def where(self, node: ast.AST) -> str:
         return f"{self.module}.py:{getattr(node, 'lineno', '?')}"
@@ -203,6 +248,8 @@ class Source:
         if isinstance(expr, ast.Name):
             value = self.names.get(expr.id)
             return None if value is None else self.strings(value)
+        if isinstance(expr, ast.Attribute) and isinstance(expr.value, ast.Name):
+            return self.caught(expr)
         found: set[str] = set()
         if isinstance(expr, ast.Dict):
             # A table of keys: what it gives are its values.
@@ -218,14 +265,9 @@ class Source:
 
 
 def _call_name(call: ast.Call) -> str:
-    func = call.func
-    return (
-        func.id
-        if isinstance(func, ast.Name)
-        else func.attr
-        if isinstance(func, ast.Attribute)
-        else ""
-    )
+    if isinstance(call.func, ast.Name):
+        return call.func.id
+    return call.func.attr if isinstance(call.func, ast.Attribute) else ""
 
 
 def _keyword(call: ast.Call, name: str) -> ast.expr | None:
@@ -241,57 +283,69 @@ def _given(call: ast.Call, name: str) -> frozenset[str] | None:
     return frozenset(str(key) for key in keys) if len(keys) == len(value.keys) else None
 
 
+def _call_target(call: ast.Call, platform: str | None) -> tuple[str, ...] | None:
+    """Where in en.json the ``translation_key`` of a call points, "{}" for the key."""
+    name = _call_name(call)
+    if name.endswith("create_issue"):
+        return ("issues", "{}", "title")
+    if _keyword(call, "translation_domain") is not None:
+        # Only Home Assistant's exceptions take a translation domain.
+        return ("exceptions", "{}", "message")
+    if name == "DeviceInfo":
+        return ("device", "{}", "name")
+    if name.endswith("SelectorConfig"):
+        return ("selector", "{}")
+    # Anything else with a translation key is an entity (description), only valid in a platform.
+    return ("entity", platform, "{}", "name") if platform else None
+
+
+def _assigned(node: ast.AST, attribute: str) -> ast.expr | None:
+    """The value of ``attribute = ...`` or ``self.attribute = ...``, if ``node`` is that."""
+    if not isinstance(node, ast.Assign):
+        return None
+    names = [getattr(target, "attr", getattr(target, "id", None)) for target in node.targets]
+    return node.value if attribute in names else None
+
+
 def translation_key_uses(source: Source) -> tuple[list[Use], list[str]]:
     """Uses of ``translation_key=`` and ``_attr_translation_key``; and keys that can't be read."""
     uses: list[Use] = []
     unreadable: list[str] = []
     platform = source.module if source.module in PLATFORMS else None
-    path: tuple[str, ...]
-    given: frozenset[str] | None
-    for node in ast.walk(source.tree):
-        if isinstance(node, ast.Call) and (value := _keyword(node, "translation_key")):
-            name = _call_name(node)
-            if name.endswith("create_issue"):
-                path, given = ("issues", "{}", "title"), _given(node, "translation_placeholders")
-            elif _keyword(node, "translation_domain") is not None:
-                # Only Home Assistant's exceptions take a translation domain.
-                path, given = (
-                    ("exceptions", "{}", "message"),
-                    _given(node, "translation_placeholders"),
-                )
-            elif name == "DeviceInfo":
-                path, given = ("device", "{}", "name"), _given(node, "translation_placeholders")
-            elif name.endswith("SelectorConfig"):
-                path, given = ("selector", "{}"), None
-            elif platform is not None:
-                path, given = (
-                    ("entity", platform, "{}", "name"),
-                    _given(node, "translation_placeholders"),
-                )
-            else:
-                unreadable.append(
-                    f"{source.where(node)}: translation_key in {name}() of a non-platform"
-                )
-                continue
-        elif isinstance(node, ast.Assign) and any(
-            getattr(target, "attr", getattr(target, "id", None)) == "_attr_translation_key"
-            for target in node.targets
-        ):
-            value, given = node.value, None
-            if platform is None:
-                unreadable.append(f"{source.where(node)}: entity translation key in a non-platform")
-                continue
-            path = ("entity", platform, "{}", "name")
-        else:
-            continue
+
+    def add(
+        node: ast.AST, value: ast.expr, path: tuple[str, ...], given: frozenset[str] | None = None
+    ) -> None:
         keys = source.strings(value)
         if keys is None:
-            if platform is None or path[0] != "entity":
+            # A platform's factories build keys from arguments: description_uses reads those.
+            if path[0] != "entity":
                 unreadable.append(f"{source.where(node)}: cannot tell which translation key")
-            continue
-        uses += [
-            Use(tuple(part.format(key) for part in path), source.where(node), given) for key in keys
-        ]
+            return
+        uses.extend(Use(tuple(p.format(k) for p in path), source.where(node), given) for k in keys)
+
+    for node in ast.walk(source.tree):
+        if isinstance(node, ast.Call) and (value := _keyword(node, "translation_key")):
+            if (path := _call_target(node, platform)) is None:
+                name = _call_name(node)
+                unreadable.append(
+                    f"{source.where(node)}: translation_key in {name}() outside a platform"
+                )
+            else:
+                add(node, value, path, _given(node, "translation_placeholders"))
+        elif isinstance(node, ast.ClassDef):
+            body = list(ast.walk(node))
+            keys = [(n, v) for n in body if (v := _assigned(n, "_attr_translation_key"))]
+            if keys and platform is None:
+                unreadable.append(f"{source.where(node)}: entity {node.name} outside a platform")
+                continue
+            events = [v for n in body if (v := _assigned(n, "_attr_event_types"))]
+            for where, value in keys:
+                add(where, value, ("entity", str(platform), "{}", "name"))
+                for key in source.strings(value) or set():
+                    event_type = ("entity", str(platform), key, "state_attributes", "event_type")
+                    for event in events:
+                        add(where, event, (*event_type, "state", "{}"))
     return uses, unreadable
 
 
@@ -382,12 +436,10 @@ def flow_uses(source: Source) -> list[Use]:
 
 def probe_error_uses() -> list[Use]:
     """The config flow shows the error named by any ProbeError the probe raises."""
-    classes, seen = [ProbeError], []
-    while classes:
-        cls = classes.pop()
-        seen.append(cls)
-        classes += cls.__subclasses__()
-    return [Use(("config", "error", cls.error), f"{cls.__module__}.{cls.__name__}") for cls in seen]
+    return [
+        Use(("config", "error", cls.error), f"{cls.__module__}.{cls.__name__}")
+        for cls in with_subclasses(ProbeError)
+    ]
 
 
 def _descriptions(values: Iterable[object]) -> Iterator[EntityDescription]:
@@ -435,12 +487,6 @@ def test_code_uses_only_english_keys() -> None:
     assert problems == []
 
 
-def test_platform_modules_are_all_read() -> None:
-    """A new platform module must join PLATFORM_MODULES, or its descriptions go unchecked."""
-    modules = {path.stem for path in PACKAGE.glob("*.py")} & PLATFORMS
-    assert modules == {module.__name__.rpartition(".")[2] for module in PLATFORM_MODULES}
-
-
 def test_the_reading_sees_what_the_code_uses() -> None:
     """The scan finds the keys this integration is known to use: it reads the real code."""
     source = Source((PACKAGE / "config_flow.py").read_text(encoding="utf-8"), "config_flow")
@@ -454,6 +500,7 @@ def test_the_reading_sees_what_the_code_uses() -> None:
         "config.step.user.menu_options.network",
         "options.step.init",
     } <= found
+    sensor = next(module for module in PLATFORM_MODULES if module.__name__.endswith(".sensor"))
     entity = {".".join(use.path) for use in description_uses(sensor)}
     assert {
         "entity.sensor.energy_import.name",
@@ -462,6 +509,10 @@ def test_the_reading_sees_what_the_code_uses() -> None:
         "entity.sensor.last_telegram.name",
     } <= entity
     assert "config.error.no_data" in {".".join(use.path) for use in probe_error_uses()}
+    # ConfigEntryNotReady(translation_key=err.error) for each CannotConnect the source raises.
+    source = Source((PACKAGE / "coordinator.py").read_text(encoding="utf-8"), "coordinator")
+    exceptions = {".".join(use.path) for use in translation_key_uses(source)[0]}
+    assert {"exceptions.cannot_connect.message", "exceptions.mqtt_not_setup.message"} <= exceptions
 
 
 def test_schema_fields_have_labels() -> None:

@@ -61,7 +61,8 @@ _HOLDS_PORT = (ConfigEntryState.LOADED, ConfigEntryState.SETUP_RETRY)
 # Probe errors that a key answers: they lead to the key step, not back to the connection form.
 _ASK_FOR_KEY = (KeyRequired.error, InvalidKey.error)
 # The steps of the first menu (adding) and of the reconfigure menu: how the meter is connected.
-_CONNECTION_STEPS = ["serial", "network", "mqtt"]
+# Not "mqtt": that step id is MQTT discovery's.
+_CONNECTION_STEPS = ["serial", "network", "mqtt_topic"]
 
 MANUAL_PATH_SCHEMA = probatio.Schema({probatio.Required(CONF_DEVICE): TextSelector()})
 NETWORK_SCHEMA = probatio.Schema(
@@ -220,9 +221,13 @@ class SmartyConfigFlow(ConfigFlow, domain=DOMAIN):
             "network", NETWORK_SCHEMA, CONNECTION_NETWORK, user_input
         )
 
-    async def async_step_mqtt(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+    async def async_step_mqtt_topic(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
         """The MQTT topic on which a dongle publishes the meter's raw frames."""
-        return await self._async_connection_step("mqtt", MQTT_SCHEMA, CONNECTION_MQTT, user_input)
+        return await self._async_connection_step(
+            "mqtt_topic", MQTT_SCHEMA, CONNECTION_MQTT, user_input
+        )
 
     async def async_step_key(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
         """Ask for the decryption key of an encrypted meter."""

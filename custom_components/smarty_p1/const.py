@@ -26,12 +26,6 @@ CONF_REFERENCE_POWER: Final = "reference_power"
 # Rate overrides in ct/kWh (the bill's unit), absent: the built-in table of the year.
 CONF_RATE_NORMAL: Final = "rate_normal"
 CONF_RATE_OVERRUN: Final = "rate_overrun"
-# Re-broadcast of the decrypted telegrams on a TCP port, for DSMR-reader and the like.
-CONF_REBROADCAST: Final = "rebroadcast"
-CONF_REBROADCAST_HOST: Final = "rebroadcast_host"
-CONF_REBROADCAST_PORT: Final = "rebroadcast_port"
-DEFAULT_REBROADCAST_HOST: Final = "127.0.0.1"  # other machines only if the user says so
-DEFAULT_REBROADCAST_PORT: Final = 2323
 
 BAUDRATE: Final = 115200
 # The meter sends every 10 s; a telegram may take a while after the port opens.

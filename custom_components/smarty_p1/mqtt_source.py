@@ -19,14 +19,14 @@ MAX_QUEUED = 256
 _HEX_SPACE = b" \t\r\n"
 
 
-def payload_bytes(payload: bytes | str) -> bytes:
+def payload_bytes(payload: bytes | bytearray | str) -> bytes:
     """The meter's bytes in one message: binary as is, or hex text decoded.
 
     Decided per message: a raw frame starts with 0xDB or "/", which are not hex digits, so a
     payload of hex digits only is hex text (a raw fragment of hex digits only is the rare case
     left, when a dongle splits a plaintext telegram at such a place).
     """
-    data = payload.encode("latin-1") if isinstance(payload, str) else payload
+    data = payload.encode("latin-1") if isinstance(payload, str) else bytes(payload)
     try:
         return binascii.unhexlify(data.translate(None, _HEX_SPACE))
     except binascii.Error, ValueError:

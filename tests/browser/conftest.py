@@ -20,6 +20,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -56,6 +57,7 @@ CHROMIUM_ARGS = [
 # A meter every 2 s: each probe of the flow gets a telegram at once, and the values stay still
 # long enough to read them off a page.
 METER_INTERVAL = 2.0
+SUNNY_NOON = datetime(2026, 6, 21, 10, 0, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -90,7 +92,11 @@ def browser_requirements() -> None:
 @pytest.fixture
 def meter() -> Iterator[PtyMeter]:
     """The demo meter of scripts/develop on a pty, queryable: ``meter.sim.last_values``."""
-    sim = MeterSimulator(bytes.fromhex(DEMO_KEY), interval=METER_INTERVAL)
+    # A sunny noon with solar panels: the meter imports on no phase and exports on all three,
+    # so the export values and the currents are not all zero.
+    sim = MeterSimulator(
+        bytes.fromhex(DEMO_KEY), interval=METER_INTERVAL, seed=2, pv=True, start=SUNNY_NOON
+    )
     with PtyMeter(sim) as pty:
         yield pty
 

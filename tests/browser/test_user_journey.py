@@ -1,0 +1,290 @@
+"""The user's journey in the Home Assistant web UI, in Chromium, against a simulated meter.
+
+Log in, add Smarty P1 through the config flow (a wrong key first), read the values on the device
+page and compare them with what the meter sent, and put the import and export energy into the
+energy dashboard without a validation issue. Screenshots go to artifacts/screenshots/.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from custom_components.smarty_p1.p1.simulator import PtyMeter
+
+from .conftest import (
+    DEMO_KEY,
+    DEMO_PASSWORD,
+    DEMO_USER,
+    READY_TIMEOUT,
+    REPO,
+    SCREENSHOTS,
+    HomeAssistantProcess,
+)
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Locator, Page
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(900)]
+
+# The texts the user sees: the test finds and checks them by what en.json says.
+MESSAGES: dict[str, Any] = json.loads(
+    (REPO / "custom_components" / "smarty_p1" / "translations" / "en.json").read_text()
+)
+STRINGS: dict[str, Any] = MESSAGES["config"]
+# A well-formed key that is not the meter's: the GCM tag does not verify.
+WRONG_KEY = "00112233445566778899AABBCCDDEEFF"
+# Entity name on the device page -> the OBIS code whose value it shows, and the unit shown.
+SHOWN = {
+    "Energy imported": ("1-0:1.8.0", "kWh"),
+    "Energy exported": ("1-0:2.8.0", "kWh"),
+    "Power imported": ("1-0:1.7.0", "kW"),
+    "Power exported": ("1-0:2.7.0", "kW"),
+    **{f"Power imported L{n}": (f"1-0:{c}.7.0", "kW") for n, c in ((1, 21), (2, 41), (3, 61))},
+    **{f"Power exported L{n}": (f"1-0:{c}.7.0", "kW") for n, c in ((1, 22), (2, 42), (3, 62))},
+    **{f"Voltage L{n}": (f"1-0:{c}.7.0", "V") for n, c in ((1, 32), (2, 52), (3, 72))},
+    **{f"Current L{n}": (f"1-0:{c}.7.0", "A") for n, c in ((1, 31), (2, 51), (3, 71))},
+}
+# Entity rows of a page, deep in the shadow DOM: name -> state as displayed.
+ENTITY_ROWS = """() => {
+  const rows = {};
+  const walk = (root) => {
+    for (const el of root.querySelectorAll("*")) {
+      if (el.tagName === "HUI-GENERIC-ENTITY-ROW" && el.shadowRoot) {
+        const info = el.shadowRoot.querySelector(".info");
+        if (info) rows[info.textContent.trim()] = el.textContent.trim();
+      }
+      if (el.shadowRoot) walk(el.shadowRoot);
+    }
+  };
+  walk(document);
+  return rows;
+}"""
+# The frontend's own websocket connection, logged in as the demo user.
+CALL_WS = "message => document.querySelector('home-assistant').hass.callWS(message)"
+
+
+class Journey:
+    """The browser tab, Home Assistant and the meter, and numbered screenshots of the way."""
+
+    def __init__(self, page: Page, hass: HomeAssistantProcess, meter: PtyMeter) -> None:
+        self.page = page
+        self.hass = hass
+        self.meter = meter
+        self._shots = 0
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        for old in SCREENSHOTS.glob("*.png"):
+            old.unlink()
+
+    def shot(self, name: str) -> None:
+        self._shots += 1
+        self.page.screenshot(path=SCREENSHOTS / f"{self._shots:02d}_{name}.png")
+
+    def goto(self, path: str) -> None:
+        self.page.goto(self.hass.url + path)
+        # The launch screen fades out over the page once the app has drawn it.
+        self.page.locator("#ha-launch-screen").wait_for(state="detached")
+
+    def call_ws(self, message: dict[str, Any]) -> Any:
+        return self.page.evaluate(CALL_WS, message)
+
+    def expect_text(self, text: str) -> None:
+        """Wait until the text is on the page (it fails the test after the default timeout)."""
+        self.page.get_by_text(text, exact=True).first.wait_for()
+
+    def expect_step(self, step_id: str) -> None:
+        """Wait for the flow dialog to show a step, known by its title (a field may share it)."""
+        self.step_title(step_id).wait_for()
+
+    def step_title(self, step_id: str) -> Locator:
+        return self.page.get_by_title(STRINGS["step"][step_id]["title"], exact=True).first
+
+    def submit(self) -> None:
+        self.page.get_by_role("button", name="Submit").click()
+
+
+def test_user_journey(home_assistant: HomeAssistantProcess, meter: PtyMeter, page: Page) -> None:
+    journey = Journey(page, home_assistant, meter)
+    log_in(journey)
+    add_meter(journey)
+    configure_energy(journey)
+    check_device_page(journey)
+    check_energy_validation(journey)
+
+
+def log_in(journey: Journey) -> None:
+    page = journey.page
+    journey.goto("/")
+    page.locator("input[name=username]").fill(DEMO_USER)
+    page.locator("input[name=password]").fill(DEMO_PASSWORD)
+    journey.shot("login")
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(lambda url: "/auth/" not in url and "auth_callback" not in url)
+    page.locator("home-assistant-main").wait_for()
+    # The login page answers early; the first start of a new develop venv is still installing
+    # default_config's requirements then.
+    deadline = time.monotonic() + READY_TIMEOUT
+    while journey.call_ws({"type": "get_config"})["state"] != "RUNNING":
+        assert time.monotonic() < deadline, journey.hass.log_tail()
+        time.sleep(1)
+
+
+def add_meter(journey: Journey) -> None:
+    """Settings > Devices & services > Add integration > Smarty P1, as a user does it."""
+    page = journey.page
+    steps = STRINGS["step"]
+    journey.goto("/config/integrations/dashboard")
+    page.get_by_role("button", name="Add integration").click()
+    page.get_by_placeholder("Search for a brand name").fill("Smarty")
+    page.get_by_text("Smarty P1", exact=True).click()
+
+    journey.expect_step("user")
+    journey.shot("connection_menu")
+    page.get_by_text(steps["user"]["menu_options"]["serial"], exact=True).click()
+
+    # The picker lists this machine's ports (none of them is the simulator's pty) and a way to
+    # type a path; with no port at all the flow goes straight to the path.
+    picker = journey.step_title("serial")
+    picker.or_(journey.step_title("serial_manual")).first.wait_for()
+    if picker.is_visible():
+        journey.shot("serial_port")
+        manual = MESSAGES["selector"]["serial_port"]["options"]["manual"]
+        page.get_by_text(manual, exact=True).click()
+        journey.submit()
+    journey.expect_step("serial_manual")
+    page.locator("input[name=device]").fill(journey.meter.path)
+    journey.shot("serial_path")
+    journey.submit()
+
+    journey.expect_step("key")
+    page.locator("input[name=decryption_key]").fill(WRONG_KEY)
+    journey.submit()
+    journey.expect_text(STRINGS["error"]["invalid_key"])
+    journey.shot("invalid_key")
+
+    page.locator("input[name=decryption_key]").fill(DEMO_KEY.lower())
+    journey.submit()
+    if "tariff" in steps:
+        # Optional: left empty, the tariff sensors stay off.
+        journey.expect_step("tariff")
+        journey.shot("tariff")
+        journey.submit()
+    page.get_by_role("button", name="Skip and finish").wait_for()
+    journey.shot("created")
+    page.get_by_role("button", name="Skip and finish").click()
+
+
+def check_device_page(journey: Journey) -> None:
+    """The values on the meter's device page are the ones the simulator sent."""
+    devices = journey.call_ws({"type": "config/device_registry/list"})
+    serial = journey.meter.sim.serial
+    (device,) = [d for d in devices if ["smarty_p1", serial] in d["identifiers"]]
+    journey.goto(f"/config/devices/device/{device['id']}")
+    journey.expect_text("Energy imported")
+    # A telegram every 2 s: compare the page with the telegram it shows, read while it shows it.
+    deadline = time.monotonic() + 30
+    while True:
+        sent = journey.meter.sim.last_values
+        rows = journey.page.evaluate(ENTITY_ROWS)
+        problems = compare(rows, sent)
+        if not problems and journey.meter.sim.last_values is sent:
+            break
+        assert time.monotonic() < deadline, "\n".join(problems)
+        time.sleep(0.3)
+    journey.shot("device")
+
+
+def compare(rows: dict[str, str], sent: dict[str, Any]) -> list[str]:
+    """What differs between the shown rows and the values sent: [] when all match."""
+    problems = []
+    for name, (obis, unit) in SHOWN.items():
+        shown = rows.get(name)
+        expected = f"{sent[obis]} {unit}"
+        if shown is None or parse_shown(shown) != (sent[obis], unit):
+            problems.append(f"{name}: shown {shown!r}, sent {expected!r}")
+    net = sent["1-0:1.7.0"] - sent["1-0:2.7.0"]
+    if parse_shown(rows.get("Net power", "")) != (net, "kW"):
+        problems.append(f"Net power: shown {rows.get('Net power')!r}, sent {net} kW")
+    return problems
+
+
+def parse_shown(text: str) -> tuple[Decimal, str] | None:
+    """ "25,488.235 kWh" -> (Decimal("25488.235"), "kWh"); None for anything else."""
+    number, _, unit = text.replace("\u202f", " ").replace("\xa0", " ").rpartition(" ")
+    try:
+        return Decimal(number.replace(",", "")), unit
+    except ArithmeticError:
+        return None
+
+
+def configure_energy(journey: Journey) -> None:
+    """Settings > Dashboards > Energy > Add grid connection: the meter's two registers."""
+    page = journey.page
+    wanted = {key: entity_id(journey, key) for key in ("energy_import", "energy_export")}
+    journey.goto("/config/energy")
+    page.get_by_role("button", name="Add grid connection").click()
+    for index, name in enumerate(("Energy imported", "Energy exported")):
+        page.locator("ha-statistic-picker").nth(index).click()
+        page.locator("ha-combo-box-item").filter(has_text=name).first.click()
+    journey.shot("energy_grid_dialog")
+    page.get_by_role("button", name="Save").click()
+    page.get_by_text("Smarty Energy exported", exact=True).wait_for()
+
+    (grid,) = [
+        source
+        for source in journey.call_ws({"type": "energy/get_prefs"})["energy_sources"]
+        if source["type"] == "grid"
+    ]
+    assert grid["stat_energy_from"] == wanted["energy_import"]
+    assert grid["stat_energy_to"] == wanted["energy_export"]
+
+
+def check_energy_validation(journey: Journey) -> None:
+    """No validation issue, for Home Assistant and on the energy configuration page.
+
+    Home Assistant reports "statistics not defined" for a new sensor until it compiles its
+    first five-minute statistics, at the next multiple of five minutes: that one is waited out.
+    """
+    deadline = time.time() + 300 - time.time() % 300 + 60
+    while issues := energy_issues(journey):
+        assert all(issue["type"] == "statistics_not_defined" for issue in issues), issues
+        assert time.time() < deadline, issues
+        time.sleep(5)
+    page = journey.page
+    journey.goto("/config/energy")
+    # The frontend renders a source's validation result once it has it.
+    result = page.locator("ha-energy-grid-settings ha-energy-validation-result").first
+    result.wait_for(state="attached")
+    assert result.evaluate("element => element.issues") == []
+    assert page.locator("ha-energy-grid-settings ha-alert").count() == 0
+    page.get_by_text("Smarty Energy imported", exact=True).wait_for()
+    journey.shot("energy")
+
+
+def energy_issues(journey: Journey) -> list[dict[str, Any]]:
+    """What the energy dashboard's validation finds wrong with the energy sources."""
+    sources = journey.call_ws({"type": "energy/validate"})["energy_sources"]
+    return [issue for source in sources for issue in source]
+
+
+def entity_id(journey: Journey, translation_key: str) -> str:
+    """The entity id of the meter's sensor with that translation key, once it exists.
+
+    The sensors appear with the first telegram after the entry is set up.
+    """
+    deadline = time.monotonic() + 30
+    while True:
+        found = [
+            str(entry["entity_id"])
+            for entry in journey.call_ws({"type": "config/entity_registry/list"})
+            if entry["platform"] == "smarty_p1" and entry["translation_key"] == translation_key
+        ]
+        if found:
+            (entity,) = found
+            return entity
+        assert time.monotonic() < deadline, f"no {translation_key} sensor"
+        time.sleep(0.5)
