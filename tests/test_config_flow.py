@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 from unittest.mock import AsyncMock, patch
 
-import probatio
 import pytest
 from homeassistant.config_entries import SOURCE_USER, ConfigEntryState, ConfigFlowResult
 from homeassistant.const import CONF_DEVICE, CONF_HOST, CONF_PORT
@@ -33,6 +32,7 @@ from custom_components.smarty_p1.const import (
 )
 from custom_components.smarty_p1.p1 import crc16_arc
 from custom_components.smarty_p1.p1.simulator import PtyMeter, TcpMeter
+from custom_components.smarty_p1.validation import vol
 
 from .conftest import INTERVAL, KEY, wait_for
 
@@ -155,7 +155,7 @@ async def assert_translated(
         assert f"{prefix}.abort.{result['reason']}" in strings, result["reason"]
 
 
-def schema(result: ConfigFlowResult) -> probatio.Schema:
+def schema(result: ConfigFlowResult) -> vol.Schema:
     """The schema of a form."""
     assert result["type"] is FlowResultType.FORM
     data_schema = result["data_schema"]

@@ -20,7 +20,6 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import probatio
 import pytest
 from homeassistant.const import Platform
 from homeassistant.core import HomeAssistant
@@ -30,6 +29,7 @@ from homeassistant.helpers.translation import async_get_translations
 from custom_components.smarty_p1 import config_flow
 from custom_components.smarty_p1.connection import ProbeError
 from custom_components.smarty_p1.const import DOMAIN
+from custom_components.smarty_p1.validation import vol
 
 PACKAGE = Path(config_flow.__file__).parent
 TRANSLATIONS = PACKAGE / "translations"
@@ -519,7 +519,7 @@ def test_schema_fields_have_labels() -> None:
     """Every field of the config flow's schemas has a label in some step."""
     steps = {**load("en")["config"]["step"], **load("en")["options"]["step"]}
     labels = {field for step in steps.values() for field in step.get("data", {})}
-    schemas = [value for value in vars(config_flow).values() if isinstance(value, probatio.Schema)]
+    schemas = [value for value in vars(config_flow).values() if isinstance(value, vol.Schema)]
     assert schemas
     fields = {str(key) for schema in schemas for key in schema.schema}
     assert fields - labels == set()

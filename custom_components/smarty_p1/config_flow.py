@@ -7,7 +7,6 @@ from collections.abc import Mapping
 from contextlib import suppress
 from typing import Any, override
 
-import probatio
 from homeassistant.config_entries import (
     SOURCE_REAUTH,
     SOURCE_RECONFIGURE,
@@ -52,6 +51,7 @@ from .const import (
 )
 from .p1 import InvalidKeyFormatError, normalize_key
 from .tariff import REFERENCE_POWERS
+from .validation import vol
 
 # udev's names for USB serial adapters: unlike /dev/ttyUSB0 they survive replugging and reboots.
 SERIAL_BY_ID = "/dev/serial/by-id"
@@ -64,26 +64,26 @@ _ASK_FOR_KEY = (KeyRequired.error, InvalidKey.error)
 # Not "mqtt": that step id is MQTT discovery's.
 _CONNECTION_STEPS = ["serial", "network", "mqtt_topic"]
 
-MANUAL_PATH_SCHEMA = probatio.Schema({probatio.Required(CONF_DEVICE): TextSelector()})
-NETWORK_SCHEMA = probatio.Schema(
+MANUAL_PATH_SCHEMA = vol.Schema({vol.Required(CONF_DEVICE): TextSelector()})
+NETWORK_SCHEMA = vol.Schema(
     {
-        probatio.Required(CONF_HOST): TextSelector(),
-        probatio.Required(CONF_PORT): NumberSelector(
+        vol.Required(CONF_HOST): TextSelector(),
+        vol.Required(CONF_PORT): NumberSelector(
             NumberSelectorConfig(min=1, max=65535, step=1, mode=NumberSelectorMode.BOX)
         ),
     }
 )
-MQTT_SCHEMA = probatio.Schema({probatio.Required(CONF_TOPIC): TextSelector()})
-KEY_SCHEMA = probatio.Schema(
+MQTT_SCHEMA = vol.Schema({vol.Required(CONF_TOPIC): TextSelector()})
+KEY_SCHEMA = vol.Schema(
     {
-        probatio.Required(CONF_DECRYPTION_KEY): TextSelector(
+        vol.Required(CONF_DECRYPTION_KEY): TextSelector(
             TextSelectorConfig(type=TextSelectorType.PASSWORD)
         )
     }
 )
 # The reference power printed on the bill, or another one typed in; left empty: no tariff.
 TARIFF_FIELDS: dict[Any, Any] = {
-    probatio.Optional(CONF_REFERENCE_POWER): SelectSelector(
+    vol.Optional(CONF_REFERENCE_POWER): SelectSelector(
         SelectSelectorConfig(
             options=[SelectOptionDict(value=str(kw), label=f"{kw} kW") for kw in REFERENCE_POWERS],
             custom_value=True,
@@ -96,17 +96,17 @@ _RATE = NumberSelector(
         min=0, max=100, step=0.001, unit_of_measurement="ct/kWh", mode=NumberSelectorMode.BOX
     )
 )
-TARIFF_SCHEMA = probatio.Schema(TARIFF_FIELDS)
-OPTIONS_SCHEMA = probatio.Schema(
+TARIFF_SCHEMA = vol.Schema(TARIFF_FIELDS)
+OPTIONS_SCHEMA = vol.Schema(
     {
-        probatio.Required(CONF_MIN_INTERVAL, default=DEFAULT_MIN_INTERVAL): NumberSelector(
+        vol.Required(CONF_MIN_INTERVAL, default=DEFAULT_MIN_INTERVAL): NumberSelector(
             NumberSelectorConfig(
                 min=0, max=3600, step=1, unit_of_measurement="s", mode=NumberSelectorMode.BOX
             )
         ),
         **TARIFF_FIELDS,
-        probatio.Optional(CONF_RATE_NORMAL): _RATE,
-        probatio.Optional(CONF_RATE_OVERRUN): _RATE,
+        vol.Optional(CONF_RATE_NORMAL): _RATE,
+        vol.Optional(CONF_RATE_OVERRUN): _RATE,
     }
 )
 _TARIFF_OPTIONS = (CONF_REFERENCE_POWER, CONF_RATE_NORMAL, CONF_RATE_OVERRUN)
@@ -194,9 +194,9 @@ class SmartyConfigFlow(ConfigFlow, domain=DOMAIN):
         if not ports:
             return await self.async_step_serial_manual()
         ports.append(SelectOptionDict(value=MANUAL_PATH, label="Enter the path manually"))
-        schema = probatio.Schema(
+        schema = vol.Schema(
             {
-                probatio.Required(CONF_DEVICE, default=ports[0]["value"]): SelectSelector(
+                vol.Required(CONF_DEVICE, default=ports[0]["value"]): SelectSelector(
                     SelectSelectorConfig(
                         options=ports, mode=SelectSelectorMode.LIST, translation_key="serial_port"
                     )
@@ -270,7 +270,7 @@ class SmartyConfigFlow(ConfigFlow, domain=DOMAIN):
     async def _async_connection_step(
         self,
         step_id: str,
-        schema: probatio.Schema,
+        schema: vol.Schema,
         connection_type: str,
         user_input: dict[str, Any] | None,
     ) -> ConfigFlowResult:

@@ -6,12 +6,12 @@ import asyncio
 import binascii
 from collections.abc import Callable
 
-import probatio
 from homeassistant.components import mqtt
 from homeassistant.core import HomeAssistant, callback
 
 from .connection import ByteSource, Endpoint, InvalidTopic, MqttNotSetUp
 from .const import LOGGER
+from .validation import vol
 
 # Messages waiting for the reader: a reader that stalls must not let memory grow without end.
 MAX_QUEUED = 256
@@ -52,7 +52,7 @@ class MqttSource(ByteSource):
         """Subscribe to the topic; MqttNotSetUp when Home Assistant has no MQTT connection."""
         try:
             topic = mqtt.valid_subscribe_topic(self.endpoint.topic)
-        except probatio.Invalid as err:
+        except vol.Invalid as err:
             raise InvalidTopic(f"{self.endpoint.topic!r} is not a topic: {err}") from err
         if not await mqtt.async_wait_for_mqtt_client(self.hass):
             raise MqttNotSetUp("the MQTT integration is not set up")
