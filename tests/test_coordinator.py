@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from unittest.mock import patch
 
 import pytest
@@ -247,6 +248,40 @@ async def test_energy_never_goes_backwards(
     await published(hass, coordinator, 4)
     assert state_of(hass, energy).state == "100.001"
     assert await hass.config_entries.async_unload(quiet_entry.entry_id)
+
+
+async def test_registers_survive_a_restart(
+    hass: HomeAssistant,
+    *,
+    quiet_entry: MockConfigEntry,
+    simulator: MeterSimulator,
+    base_telegram: bytes,
+    send: Callable[[bytes], None],
+    hass_storage: dict[str, Any],
+) -> None:
+    """After a restart, a first reading below the last one recorded is still not published."""
+    quiet_entry.add_to_hass(hass)
+    hass_storage[f"smarty_p1.{quiet_entry.entry_id}.registers"] = {
+        "version": 1,
+        "minor_version": 1,
+        "key": f"smarty_p1.{quiet_entry.entry_id}.registers",
+        "data": {"registers": {"1-0:1.8.0": ["100.000", "kWh"]}, "mbus_ids": {"1": "GAS-BEFORE"}},
+    }
+    coordinator = await setup(hass, quiet_entry)
+    send(with_values(base_telegram, **{"1-0:1.8.0": "000042.000*kWh"}))
+    await published(hass, coordinator, 1)
+    energy = sensor_id(hass, simulator.serial, "1-0:1.8.0_energy_import")
+    assert state_of(hass, energy).state == "100.000"
+    assert coordinator.health.energy_regressions == 1
+
+    send(with_values(base_telegram, **{"1-0:1.8.0": "000100.500*kWh"}))
+    await published(hass, coordinator, 2)
+    assert await hass.config_entries.async_unload(quiet_entry.entry_id)
+    stored = hass_storage[f"smarty_p1.{quiet_entry.entry_id}.registers"]["data"]
+    assert stored["registers"]["1-0:1.8.0"] == ["100.500", "kWh"]
+
+    await hass.config_entries.async_remove(quiet_entry.entry_id)
+    assert f"smarty_p1.{quiet_entry.entry_id}.registers" not in hass_storage
 
 
 async def test_new_mbus_meter_starts_from_its_own_reading(

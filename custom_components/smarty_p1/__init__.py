@@ -7,7 +7,7 @@ from homeassistant.core import HomeAssistant
 from homeassistant.helpers import device_registry as dr
 
 from .const import CONF_REFERENCE_POWER
-from .coordinator import SmartyConfigEntry, SmartyCoordinator
+from .coordinator import SmartyConfigEntry, SmartyCoordinator, registers_store
 from .entity import meter_device
 from .tariff_runtime import async_remove_store
 
@@ -40,5 +40,6 @@ async def async_unload_entry(hass: HomeAssistant, entry: SmartyConfigEntry) -> b
 
 
 async def async_remove_entry(hass: HomeAssistant, entry: SmartyConfigEntry) -> None:
-    """Delete what the entry stored besides itself: the tariff state."""
+    """Delete what the entry stored besides itself: the tariff state and the registers."""
     await async_remove_store(hass, entry)
+    await registers_store(hass, entry).async_remove()

@@ -9,11 +9,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from time import monotonic
-from typing import Any
+from typing import Any, Final
 
 from homeassistant.config_entries import ConfigEntry
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import ConfigEntryNotReady
+from homeassistant.helpers.storage import Store
 from homeassistant.helpers.update_coordinator import DataUpdateCoordinator
 from homeassistant.util import dt as dt_util
 
@@ -51,6 +52,16 @@ _MONOTONIC: tuple[str, ...] = (
 _MBUS_IDS: tuple[tuple[int, str], ...] = tuple(
     (channel, f"0-{channel}:96.1.0") for channel in range(1, 5)
 )
+
+
+# Written at most this often while telegrams arrive (and at every shutdown): a restart loses at
+# most this much of the registers' progress, which only weakens the check for that short span.
+REGISTERS_SAVE_DELAY: Final = 300.0
+
+
+def registers_store(hass: HomeAssistant, entry: ConfigEntry) -> Store[dict[str, Any]]:
+    """Where an entry keeps its last accepted energy registers and M-Bus identifiers."""
+    return Store(hass, 1, f"{DOMAIN}.{entry.entry_id}.registers")
 
 
 class _SilenceError(Exception):
@@ -136,6 +147,9 @@ class SmartyCoordinator(DataUpdateCoordinator[SmartyData]):
         self._counts: Counter[str] = Counter()
         self._published_at: float | None = None
         self.tariff = TariffRuntime.for_entry(hass, entry)
+        # The accepted registers survive a restart, so a glitch in the first telegram after one
+        # cannot pull a total below what Home Assistant already recorded.
+        self._registers_store = registers_store(hass, entry)
 
     @property
     def min_interval(self) -> float:
@@ -147,6 +161,7 @@ class SmartyCoordinator(DataUpdateCoordinator[SmartyData]):
         """Open the connection and start reading; raises ConfigEntryNotReady."""
         if self.tariff is not None:
             await self.tariff.async_load()
+        self._restore_registers(await self._registers_store.async_load())
         try:
             await self.source.open()
         except CannotConnect as err:
@@ -169,6 +184,7 @@ class SmartyCoordinator(DataUpdateCoordinator[SmartyData]):
         await self._close()
         if self.tariff is not None:
             await self.tariff.async_save()
+        await self._registers_store.async_save(self._stored_registers())
 
     async def _close(self) -> None:
         self.health.connected = False
@@ -319,6 +335,7 @@ class SmartyCoordinator(DataUpdateCoordinator[SmartyData]):
                     del self._accepted[obis]
         held: dict[str, CosemObject] | None = None
         accepted = self._accepted
+        changed = False
         for code in _MONOTONIC:
             obj = objects.get(code)
             if obj is None or not isinstance(obj.value, Decimal):
@@ -336,7 +353,28 @@ class SmartyCoordinator(DataUpdateCoordinator[SmartyData]):
                 held[code] = last
             else:
                 accepted[code] = obj
+                changed = True
+        if changed:
+            self._registers_store.async_delay_save(self._stored_registers, REGISTERS_SAVE_DELAY)
         return objects if held is None else held
+
+    def _stored_registers(self) -> dict[str, Any]:
+        return {
+            "registers": {
+                code: [str(obj.value), obj.unit]
+                for code, obj in self._accepted.items()
+                if isinstance(obj.value, Decimal)
+            },
+            "mbus_ids": {str(channel): ident for channel, ident in self._mbus_ids.items()},
+        }
+
+    def _restore_registers(self, stored: Mapping[str, Any] | None) -> None:
+        if not stored:
+            return
+        for code, (value, unit) in stored.get("registers", {}).items():
+            self._accepted[code] = CosemObject(code, (), Decimal(value), unit)
+        for channel, ident in stored.get("mbus_ids", {}).items():
+            self._mbus_ids[int(channel)] = ident
 
     def _average(self, objects: Mapping[str, CosemObject]) -> Mapping[str, CosemObject] | None:
         """Objects to publish at the end of a min-interval window, else None (still inside)."""
