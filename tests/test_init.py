@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import socket
+from typing import Any
 
 from homeassistant.config_entries import ConfigEntryState
 from homeassistant.const import CONF_DEVICE, CONF_HOST, CONF_PORT, STATE_UNAVAILABLE
 from homeassistant.core import HomeAssistant
+from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers import entity_registry as er
+from homeassistant.setup import async_setup_component
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.smarty_p1.const import (
@@ -147,4 +150,43 @@ async def test_options_apply_without_reload(
     await hass.async_block_till_done()
     assert serial_entry.runtime_data is coordinator
     assert coordinator.min_interval == 30
+    assert await hass.config_entries.async_unload(serial_entry.entry_id)
+
+
+async def test_only_a_vanished_mbus_device_can_be_removed(
+    hass: HomeAssistant,
+    hass_ws_client: Any,
+    serial_entry: MockConfigEntry,
+    simulator: MeterSimulator,
+    pty_meter: PtyMeter,
+) -> None:
+    """The meter and the M-Bus meters it reports stay; a channel gone from the telegram goes."""
+    assert await async_setup_component(hass, "config", {})
+    serial_entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(serial_entry.entry_id)
+    await wait_for(hass, lambda: serial_entry.runtime_data.data is not None)
+    devices = dr.async_get(hass)
+    serial = simulator.serial
+    gone = devices.async_get_or_create(
+        config_entry_id=serial_entry.entry_id, identifiers={(DOMAIN, f"{serial}_mbus_4")}
+    )
+    by_identifier = {
+        identifier[1]: device
+        for device in dr.async_entries_for_config_entry(devices, serial_entry.entry_id)
+        for identifier in device.identifiers
+    }
+    meter, gas = by_identifier[serial], by_identifier[f"{serial}_mbus_1"]
+    client = await hass_ws_client(hass)
+    for device, removable in ((meter, False), (gas, False), (gone, True)):
+        await client.send_json_auto_id(
+            {
+                "type": "config/device_registry/remove_config_entry",
+                "config_entry_id": serial_entry.entry_id,
+                "device_id": device.id,
+            }
+        )
+        response = await client.receive_json()
+        assert response["success"] is removable, device.identifiers
+    assert devices.async_get(gone.id) is None
+    assert devices.async_get(gas.id) is not None
     assert await hass.config_entries.async_unload(serial_entry.entry_id)

@@ -357,7 +357,12 @@ async def test_options_switch_the_tariff_on_and_off(
     assert value(hass, serial, "last_quarter_overrun") == 0
     assert value(hass, serial, "overrun_month") == pytest.approx(0.25, abs=1e-3)
 
-    hass.config_entries.async_update_entry(entry, options={CONF_MIN_INTERVAL: 0})
+    # Emptied in the options: the tariff entities go (reload).
+    result = await hass.config_entries.options.async_init(entry.entry_id)
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], {CONF_MIN_INTERVAL: 0}
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
     await hass.async_block_till_done()
     await wait_for(hass, lambda: entry.state is ConfigEntryState.LOADED)
     assert state_of(hass, entity(hass, serial, "quarter_energy")).state == "unavailable"

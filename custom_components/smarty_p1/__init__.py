@@ -6,9 +6,9 @@ from homeassistant.const import Platform
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import device_registry as dr
 
-from .const import CONF_REFERENCE_POWER
-from .coordinator import SmartyConfigEntry, SmartyCoordinator, registers_store
-from .entity import meter_device
+from .coordinator import SmartyConfigEntry, SmartyCoordinator, SmartyData, registers_store
+from .entity import device_identifier, meter_device
+from .p1 import mbus_channel
 from .tariff_runtime import async_remove_store
 
 PLATFORMS: list[Platform] = [Platform.BINARY_SENSOR, Platform.EVENT, Platform.SENSOR]
@@ -23,15 +23,8 @@ async def async_setup_entry(hass: HomeAssistant, entry: SmartyConfigEntry) -> bo
     )
     await coordinator.async_start()
     entry.runtime_data = coordinator
-    entry.async_on_unload(entry.add_update_listener(_async_tariff_toggled))
     await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
     return True
-
-
-async def _async_tariff_toggled(hass: HomeAssistant, entry: SmartyConfigEntry) -> None:
-    # Options are read live; only switching the tariff on or off adds or removes entities.
-    if (CONF_REFERENCE_POWER in entry.options) != (entry.runtime_data.tariff is not None):
-        hass.config_entries.async_schedule_reload(entry.entry_id)
 
 
 async def async_unload_entry(hass: HomeAssistant, entry: SmartyConfigEntry) -> bool:
@@ -43,3 +36,17 @@ async def async_remove_entry(hass: HomeAssistant, entry: SmartyConfigEntry) -> N
     """Delete what the entry stored besides itself: the tariff state and the registers."""
     await async_remove_store(hass, entry)
     await registers_store(hass, entry).async_remove()
+
+
+async def async_remove_config_entry_device(
+    hass: HomeAssistant, entry: SmartyConfigEntry, device: dr.DeviceEntry
+) -> bool:
+    """Let the user delete an M-Bus meter's device once its channel is gone from the telegram."""
+    coordinator = entry.runtime_data
+    # None until the first telegram, whatever the coordinator's type says.
+    data: SmartyData | None = coordinator.data
+    if data is None:
+        return False
+    channels = {mbus_channel(obis) for obis in data.telegram.objects if obis.endswith(":24.1.0")}
+    reported = {device_identifier(coordinator, channel) for channel in channels | {None}}
+    return reported.isdisjoint(device.identifiers)

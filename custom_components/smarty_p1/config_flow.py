@@ -14,7 +14,7 @@ from homeassistant.config_entries import (
     ConfigEntryState,
     ConfigFlow,
     ConfigFlowResult,
-    OptionsFlow,
+    OptionsFlowWithReload,
 )
 from homeassistant.const import CONF_DEVICE, CONF_HOST, CONF_PORT
 from homeassistant.core import callback
@@ -407,8 +407,14 @@ def _connection_data(data: Mapping[str, Any]) -> dict[str, Any]:
     return {key: data[key] for key in keys if key in data}
 
 
-class SmartyOptionsFlow(OptionsFlow):
-    """How often the entities take a new state; the reference-power tariff."""
+class SmartyOptionsFlow(OptionsFlowWithReload):
+    """How often the entities take a new state; the reference-power tariff.
+
+    The running entry reads its options live, so saving them reconnects nothing; only turning
+    the tariff on or off reloads the entry, because that adds or removes its entities.
+    """
+
+    automatic_reload = False
 
     async def async_step_init(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
         """Minimum time between state updates (0: every telegram); reference power, rates."""
@@ -426,6 +432,9 @@ class SmartyOptionsFlow(OptionsFlow):
                     CONF_MIN_INTERVAL: int(user_input[CONF_MIN_INTERVAL]),
                     **tariff,
                 }
+                self.automatic_reload = (CONF_REFERENCE_POWER in options) != (
+                    CONF_REFERENCE_POWER in self.config_entry.options
+                )
                 return self.async_create_entry(data=options)
             current = user_input
         elif CONF_REFERENCE_POWER in current:

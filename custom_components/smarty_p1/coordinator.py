@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from functools import lru_cache
 from time import monotonic
 from typing import Any, Final
 
@@ -106,8 +107,12 @@ class Health:
         }
 
 
+@lru_cache(maxsize=256)
 def _instantaneous(obis: str) -> bool:
-    """``1-0:C.7.E`` codes are instantaneous values (power, voltage, current): averaged."""
+    """``1-0:C.7.E`` codes are instantaneous values (power, voltage, current): averaged.
+
+    Asked for every object of every telegram inside a min-interval window: remembered.
+    """
     if not obis.startswith("1-"):
         return False
     parts = obis.partition(":")[2].split(".")

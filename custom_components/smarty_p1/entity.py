@@ -28,11 +28,22 @@ def mbus_type(coordinator: SmartyCoordinator, channel: int) -> int | None:
     return int(obj.value)
 
 
+def device_identifier(
+    coordinator: SmartyCoordinator, channel: int | None = None
+) -> tuple[str, str]:
+    """The device registry identifier of the meter (channel None) or of an M-Bus channel.
+
+    M-Bus devices are keyed by channel, not by the M-Bus meter's own id: a replaced gas meter
+    keeps its history.
+    """
+    serial = coordinator.serial or coordinator.config_entry.entry_id
+    return (DOMAIN, serial if channel is None else f"{serial}_mbus_{channel}")
+
+
 def meter_device(coordinator: SmartyCoordinator) -> DeviceInfo:
     """The electricity meter itself."""
-    serial = coordinator.serial or coordinator.config_entry.entry_id
     info = DeviceInfo(
-        identifiers={(DOMAIN, serial)},
+        identifiers={device_identifier(coordinator)},
         manufacturer=MANUFACTURER,
         model=MODEL,
         name="Smarty",
@@ -51,13 +62,12 @@ def mbus_device(coordinator: SmartyCoordinator, channel: int) -> DeviceInfo:
 
     The electricity meter's device must be registered already (setup does it first).
     """
-    entry = coordinator.config_entry
-    serial = coordinator.serial or entry.entry_id
-    # Keyed by channel, not by the M-Bus meter's own id: a replaced gas meter keeps its history.
     info = DeviceInfo(
-        identifiers={(DOMAIN, f"{serial}_mbus_{channel}")},
+        identifiers={device_identifier(coordinator, channel)},
         via_device_id=dr.async_get_device_id_by_identifier(
-            coordinator.hass, (DOMAIN, serial), config_entry_id=entry.entry_id
+            coordinator.hass,
+            device_identifier(coordinator),
+            config_entry_id=coordinator.config_entry.entry_id,
         ),
         translation_key=_MBUS_DEVICE_KEYS.get(mbus_type(coordinator, channel) or 0, "mbus"),
         translation_placeholders={"channel": str(channel)},
