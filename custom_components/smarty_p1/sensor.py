@@ -323,35 +323,24 @@ DESCRIPTIONS: dict[str, list[SmartyEntityDescription]] = {}
 for _description in _TABLE:
     DESCRIPTIONS.setdefault(_description.obis, []).append(_description)
 
+
+def _mbus_reading(kind: str, device_class: SensorDeviceClass, unit: str) -> SmartyEntityDescription:
+    return SmartyEntityDescription(
+        key=f"mbus_{kind}",
+        obis="0-x:24.2.1",
+        translation_key=f"mbus_{kind}",
+        device_class=device_class,
+        state_class=SensorStateClass.TOTAL_INCREASING,
+        native_unit_of_measurement=unit,
+        suggested_display_precision=3,
+    )
+
+
 # The M-Bus reading, by the device type the meter announces on the channel.
 MBUS_READINGS: dict[int, SmartyEntityDescription] = {
-    MBUS_GAS: SmartyEntityDescription(
-        key="mbus_gas",
-        obis="0-x:24.2.1",
-        translation_key="mbus_gas",
-        device_class=SensorDeviceClass.GAS,
-        state_class=SensorStateClass.TOTAL_INCREASING,
-        native_unit_of_measurement=UnitOfVolume.CUBIC_METERS,
-        suggested_display_precision=3,
-    ),
-    MBUS_WATER: SmartyEntityDescription(
-        key="mbus_water",
-        obis="0-x:24.2.1",
-        translation_key="mbus_water",
-        device_class=SensorDeviceClass.WATER,
-        state_class=SensorStateClass.TOTAL_INCREASING,
-        native_unit_of_measurement=UnitOfVolume.CUBIC_METERS,
-        suggested_display_precision=3,
-    ),
-    MBUS_HEAT: SmartyEntityDescription(
-        key="mbus_heat",
-        obis="0-x:24.2.1",
-        translation_key="mbus_heat",
-        device_class=SensorDeviceClass.ENERGY,
-        state_class=SensorStateClass.TOTAL_INCREASING,
-        native_unit_of_measurement=UnitOfEnergy.GIGA_JOULE,
-        suggested_display_precision=3,
-    ),
+    MBUS_GAS: _mbus_reading("gas", SensorDeviceClass.GAS, UnitOfVolume.CUBIC_METERS),
+    MBUS_WATER: _mbus_reading("water", SensorDeviceClass.WATER, UnitOfVolume.CUBIC_METERS),
+    MBUS_HEAT: _mbus_reading("heat", SensorDeviceClass.ENERGY, UnitOfEnergy.GIGA_JOULE),
 }
 # Units as meters write them, as Home Assistant writes them.
 _MBUS_UNITS = {MBUS_GAS: "m3", MBUS_WATER: "m3", MBUS_HEAT: "GJ"}

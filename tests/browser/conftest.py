@@ -40,7 +40,7 @@ DEVELOP_VENV = Path(sys.prefix).parent / "venv-develop"
 # The demo meter and login of scripts/develop.
 DEMO_KEY = "0102030405060708090A0B0C0D0E0F10"
 DEMO_USER = "demo"
-DEMO_PASSWORD = "smarty-demo"  # noqa: S105 (a throwaway login of a throwaway instance)
+DEMO_PASSWORD = "smarty-demo"
 # The first start of a new develop venv installs default_config's requirements (uv, network).
 READY_TIMEOUT = 300.0
 STOP_TIMEOUT = 30.0
@@ -117,9 +117,9 @@ def _make_config(config: Path) -> None:
     assert "\nhttp:" not in f"\n{text}", "config/configuration.yaml must not set http:"
     (config / "configuration.yaml").write_text(text)
     (config / "custom_components").symlink_to(REPO / "custom_components")
-    subprocess.run(  # noqa: S603 (fixed arguments)
-        [DEVELOP_VENV / "bin" / "hass", "--script", "auth", "-c", config, "add"]
-        + [DEMO_USER, DEMO_PASSWORD],
+    hass = str(DEVELOP_VENV / "bin" / "hass")
+    subprocess.run(
+        [hass, "--script", "auth", "-c", str(config), "add", DEMO_USER, DEMO_PASSWORD],
         check=True,
         capture_output=True,
         timeout=120,
@@ -132,7 +132,7 @@ def _make_config(config: Path) -> None:
 
 def _answers(url: str) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 (our http URL)
+        with urllib.request.urlopen(url, timeout=2) as response:
             return bool(response.status == 200)
     except urllib.error.URLError, OSError:
         return False
@@ -147,7 +147,7 @@ def home_assistant(
     config = tmp_path / "config"
     _make_config(config)
     hass = HomeAssistantProcess(f"http://127.0.0.1:{port}", config)
-    process = subprocess.Popen(  # noqa: S603 (fixed arguments)
+    process = subprocess.Popen(
         [DEVELOP_VENV / "bin" / "hass", "-c", config],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.STDOUT,
