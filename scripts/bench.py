@@ -1,9 +1,14 @@
-"""Benchmarks. ``scripts/bench [core]``.
+"""Benchmarks. ``scripts/bench [core|ha]``.
 
 core: microseconds per telegram for decrypt + verify (GCM tag and CRC) + parse of real Smarty
 frames, by our protocol core and by dsmr_parser with its MSN (encrypted Smarty) specification,
 and the ratio. dsmr_parser is installed into the environment for this benchmark only, at the
 version Home Assistant's own dsmr integration pins.
+
+ha: Home Assistant (the test harness's) with smarty_p1, then with core's dsmr integration set
+up for the encrypted Smarty (MSn), on the same simulated telegrams over loopback TCP: event-loop
+CPU per telegram, read callbacks, state writes, recorder rows per hour, and the ratios (see
+scripts/bench_ha.py).
 """
 
 from __future__ import annotations
@@ -115,7 +120,16 @@ def bench_core() -> int:
     return 0
 
 
-BENCHMARKS: dict[str, Callable[[], int]] = {"core": bench_core}
+def bench_ha() -> int:
+    """Both integrations in Home Assistant on the same meter stream (scripts/bench_ha.py)."""
+    _dsmr_parser()
+    command = [sys.executable, "-m", "pytest", str(REPO / "scripts" / "bench_ha.py")]
+    # -s: the table is printed by the module; no coverage, no cache: a benchmark, not a test.
+    options = ["-s", "-q", "-p", "no:cacheprovider", "--no-cov", "-W", "ignore"]
+    return subprocess.run([*command, *options], cwd=REPO, check=False, timeout=180).returncode
+
+
+BENCHMARKS: dict[str, Callable[[], int]] = {"core": bench_core, "ha": bench_ha}
 
 
 def main() -> int:

@@ -115,7 +115,7 @@ class Clock:
 
     def __init__(self) -> None:
         self.seconds = 1000.0
-        self._rng = random.Random(SEED)  # noqa: S311 (jitter, not cryptography)
+        self._rng = random.Random(SEED)
 
     def tick(self) -> None:
         self.seconds += METER_INTERVAL + self._rng.uniform(-JITTER, JITTER)
@@ -184,7 +184,7 @@ class Feeder(threading.Thread):
                 self.loop.call_soon_threadsafe(self.paused.put_nowait, None)
                 # Open until the entry unloads: a closed bridge would make both reconnect.
                 self.release.wait(HANDLED_TIMEOUT)
-        except Exception as err:  # noqa: BLE001 (raised by the test, in the loop thread)
+        except Exception as err:
             self.loop.call_soon_threadsafe(self.paused.put_nowait, err)
         finally:
             self.server.close()
@@ -252,7 +252,9 @@ async def _dsmr_entry_data(hass: HomeAssistant) -> dict[str, Any]:
     return data
 
 
-async def _entry(hass: HomeAssistant, side: str, port: int, interval: int | None) -> MockConfigEntry:
+async def _entry(
+    hass: HomeAssistant, side: str, port: int, interval: int | None
+) -> MockConfigEntry:
     if side == "smarty_p1":
         options = {} if interval is None else {CONF_MIN_INTERVAL: interval}
         return MockConfigEntry(
@@ -278,14 +280,14 @@ async def _entry(hass: HomeAssistant, side: str, port: int, interval: int | None
     return MockConfigEntry(domain="dsmr", title=data[CONF_PORT], data=data, options=options)
 
 
-
-
 @contextmanager
 def _instrumented(clock: Clock, counters: Counters) -> Iterator[None]:
     """The simulated clock on both sides, and the counting wrappers."""
-    from dsmr_parser.clients.protocol import DSMRProtocol  # noqa: PLC0415
+    from dsmr_parser.clients.protocol import (  # type: ignore[import-untyped]  # noqa: PLC0415
+        DSMRProtocol,
+    )
 
-    process = SmartyCoordinator._process  # noqa: SLF001
+    process = SmartyCoordinator._process
     handle = DSMRProtocol.handle_telegram
 
     def process_counted(self: SmartyCoordinator, items: list[Any]) -> None:
@@ -350,7 +352,7 @@ async def test_side(hass: HomeAssistant, side: str, setting: str) -> None:
         entry.add_to_hass(hass)
         assert await hass.config_entries.async_setup(entry.entry_id)
         await feeder.pause()
-        profiler = cProfile.Profile() if PROFILE == side else None
+        profiler = cProfile.Profile() if side == PROFILE else None
         before = Counter(counters.calls)
         best = float("inf")
         for _ in range(ROUNDS):
@@ -382,7 +384,9 @@ async def test_side(hass: HomeAssistant, side: str, setting: str) -> None:
     )
     if profiler is not None:
         print(f"\n--- profile of {side}, {setting}: {PER_ROUND * ROUNDS} telegrams ---")
-        pstats.Stats(profiler).strip_dirs().sort_stats(os.environ.get("BENCH_HA_SORT", "tottime")).print_stats(40)
+        pstats.Stats(profiler).strip_dirs().sort_stats(
+            os.environ.get("BENCH_HA_SORT", "tottime")
+        ).print_stats(40)
 
 
 def test_report() -> None:
@@ -417,18 +421,24 @@ def test_report() -> None:
             continue
         cpu_ratio = core.cpu_ms / mine.cpu_ms
         rows_ratio = core.rows_per_hour / mine.rows_per_hour if mine.rows_per_hour else float("inf")
-        print(f"{'':<15} {'dsmr/ours':<10} {'':>9} {cpu_ratio:11.1f}x {'':>6} "
-              f"{core.writes / mine.writes if mine.writes else float('inf'):6.1f}x "
-              f"{'':>8} {rows_ratio:9.2f}x")
-        verdicts.append(f"{setting}: CPU {cpu_ratio:.1f}x less (goal >= 5x: "
-                        f"{'met' if cpu_ratio >= 5 else 'NOT met'})")
+        print(
+            f"{'':<15} {'dsmr/ours':<10} {'':>9} {cpu_ratio:11.1f}x {'':>6} "
+            f"{core.writes / mine.writes if mine.writes else float('inf'):6.1f}x "
+            f"{'':>8} {rows_ratio:9.2f}x"
+        )
+        verdicts.append(
+            f"{setting}: CPU {cpu_ratio:.1f}x less (goal >= 5x: "
+            f"{'met' if cpu_ratio >= 5 else 'NOT met'})"
+        )
         if ours is not None and ours == theirs:
             verdicts.append(
                 f"{setting}: rows/hour {mine.rows_per_hour:.0f} vs {core.rows_per_hour:.0f} "
-                f"(goal no more: {'met' if mine.rows_per_hour <= core.rows_per_hour else 'NOT met'})"
+                f"(goal no more: {'met' if mine.rows_per_hour <= core.rows_per_hour else 'NOT met'})"  # noqa: E501
             )
-    print("entities: enabled/registered. reads: data_received callbacks. writes: "
-          "async_write_ha_state calls. changes: state_changed events (one recorder row each).")
+    print(
+        "entities: enabled/registered. reads: data_received callbacks. writes: "
+        "async_write_ha_state calls. changes: state_changed events (one recorder row each)."
+    )
     print("rows/hour = changes per telegram x 360 (one telegram every 10 s).")
     for verdict in verdicts:
         print(verdict)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -63,6 +62,9 @@ REGISTERS_SAVE_DELAY: Final = 300.0
 def registers_store(hass: HomeAssistant, entry: ConfigEntry) -> Store[dict[str, Any]]:
     """Where an entry keeps its last accepted energy registers and M-Bus identifiers."""
     return Store(hass, 1, f"{DOMAIN}.{entry.entry_id}.registers")
+
+
+_ZERO = Decimal(0)
 
 
 class _SilenceError(Exception):
@@ -149,7 +151,7 @@ class SmartyCoordinator(DataUpdateCoordinator[SmartyData]):
         self._last_clock: datetime | None = None
         # Min-interval window: sums and counts of instantaneous values since the last publish.
         self._sums: dict[str, Decimal] = {}
-        self._counts: Counter[str] = Counter()
+        self._counts: dict[str, int] = {}
         self._published_at: float | None = None
         self.tariff = TariffRuntime.for_entry(hass, entry)
         # The accepted registers survive a restart, so a glitch in the first telegram after one
@@ -385,9 +387,9 @@ class SmartyCoordinator(DataUpdateCoordinator[SmartyData]):
         """Objects to publish at the end of a min-interval window, else None (still inside)."""
         sums, counts = self._sums, self._counts
         for obis, obj in objects.items():
-            if isinstance(obj.value, Decimal) and _instantaneous(obis):
-                sums[obis] = sums.get(obis, Decimal(0)) + obj.value
-                counts[obis] += 1
+            if _instantaneous(obis) and isinstance(value := obj.value, Decimal):
+                sums[obis] = sums.get(obis, _ZERO) + value
+                counts[obis] = counts.get(obis, 0) + 1
         now = monotonic()
         if self._published_at is not None and now - self._published_at < self.min_interval:
             return None

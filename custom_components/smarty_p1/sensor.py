@@ -324,7 +324,7 @@ for _description in _TABLE:
     DESCRIPTIONS.setdefault(_description.obis, []).append(_description)
 
 
-def _mbus_reading(kind: str, device_class: SensorDeviceClass, unit: str) -> SmartyEntityDescription:
+def _mbus_description(kind: str, device_class: SensorDeviceClass, unit: str) -> SmartyEntityDescription:
     return SmartyEntityDescription(
         key=f"mbus_{kind}",
         obis="0-x:24.2.1",
@@ -338,9 +338,9 @@ def _mbus_reading(kind: str, device_class: SensorDeviceClass, unit: str) -> Smar
 
 # The M-Bus reading, by the device type the meter announces on the channel.
 MBUS_READINGS: dict[int, SmartyEntityDescription] = {
-    MBUS_GAS: _mbus_reading("gas", SensorDeviceClass.GAS, UnitOfVolume.CUBIC_METERS),
-    MBUS_WATER: _mbus_reading("water", SensorDeviceClass.WATER, UnitOfVolume.CUBIC_METERS),
-    MBUS_HEAT: _mbus_reading("heat", SensorDeviceClass.ENERGY, UnitOfEnergy.GIGA_JOULE),
+    MBUS_GAS: _mbus_description("gas", SensorDeviceClass.GAS, UnitOfVolume.CUBIC_METERS),
+    MBUS_WATER: _mbus_description("water", SensorDeviceClass.WATER, UnitOfVolume.CUBIC_METERS),
+    MBUS_HEAT: _mbus_description("heat", SensorDeviceClass.ENERGY, UnitOfEnergy.GIGA_JOULE),
 }
 # Units as meters write them, as Home Assistant writes them.
 _MBUS_UNITS = {MBUS_GAS: "m3", MBUS_WATER: "m3", MBUS_HEAT: "GJ"}

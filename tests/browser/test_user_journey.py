@@ -228,8 +228,11 @@ def configure_energy(journey: Journey) -> None:
     journey.goto("/config/energy")
     page.get_by_role("button", name="Add grid connection").click()
     for index, name in enumerate(("Energy imported", "Energy exported")):
-        page.locator("ha-statistic-picker").nth(index).click()
+        picker = page.locator("ha-statistic-picker").nth(index)
+        picker.click()
         page.locator("ha-combo-box-item").filter(has_text=name).first.click()
+        picker.locator("ha-picker-field").get_by_text(name, exact=True).wait_for()
+        page.get_by_placeholder("Search", exact=True).wait_for(state="hidden")
     journey.shot("energy_grid_dialog")
     page.get_by_role("button", name="Save").click()
     page.get_by_text("Smarty Energy exported", exact=True).wait_for()
