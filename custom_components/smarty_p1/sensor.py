@@ -252,7 +252,7 @@ _TABLE: list[SmartyEntityDescription] = [
     ),
     _measurement("reactive_power_import", "1-0:3.7.0", _REACTIVE, _KVAR, 3, enabled=False),
     _measurement("reactive_power_export", "1-0:4.7.0", _REACTIVE, _KVAR, 3, enabled=False),
-    _measurement("apparent_power_import", "1-0:9.7.0", _APPARENT, _KVA, 3),
+    _measurement("apparent_power_import", "1-0:9.7.0", _APPARENT, _KVA, 3, enabled=False),
     _measurement("apparent_power_export", "1-0:10.7.0", _APPARENT, _KVA, 3, enabled=False),
     *_numbered(
         _measurement("power_import_phase", "", _POWER, _KW, 3),
