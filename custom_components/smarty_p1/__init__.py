@@ -9,6 +9,7 @@ from homeassistant.helpers import device_registry as dr
 from .coordinator import SmartyConfigEntry, SmartyCoordinator, SmartyData, registers_store
 from .entity import device_identifier, meter_device
 from .p1 import mbus_channel
+from .rebroadcast import async_start as async_start_rebroadcast
 from .tariff_runtime import async_remove_store
 
 PLATFORMS: list[Platform] = [Platform.BINARY_SENSOR, Platform.EVENT, Platform.SENSOR]
@@ -22,6 +23,9 @@ async def async_setup_entry(hass: HomeAssistant, entry: SmartyConfigEntry) -> bo
         config_entry_id=entry.entry_id, **meter_device(coordinator)
     )
     await coordinator.async_start()
+    coordinator.rebroadcast = broadcaster = await async_start_rebroadcast(entry.options)
+    if broadcaster is not None:
+        entry.async_on_unload(broadcaster.close)
     entry.runtime_data = coordinator
     await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
     return True

@@ -19,6 +19,7 @@ from homeassistant.config_entries import (
 from homeassistant.const import CONF_DEVICE, CONF_HOST, CONF_PORT
 from homeassistant.core import callback
 from homeassistant.helpers.selector import (
+    BooleanSelector,
     NumberSelector,
     NumberSelectorConfig,
     NumberSelectorMode,
@@ -39,6 +40,8 @@ from .const import (
     CONF_MIN_INTERVAL,
     CONF_RATE_NORMAL,
     CONF_RATE_OVERRUN,
+    CONF_REBROADCAST_ALL_INTERFACES,
+    CONF_REBROADCAST_PORT,
     CONF_REFERENCE_POWER,
     CONF_SERIAL_NUMBER,
     CONF_TOPIC,
@@ -50,6 +53,7 @@ from .const import (
     LOGGER,
 )
 from .p1 import InvalidKeyFormatError, normalize_key
+from .rebroadcast import Rebroadcaster, async_port_free, listen_address
 from .tariff import REFERENCE_POWERS
 from .validation import vol
 
@@ -65,13 +69,11 @@ _ASK_FOR_KEY = (KeyRequired.error, InvalidKey.error)
 _CONNECTION_STEPS = ["serial", "network", "mqtt_topic"]
 
 MANUAL_PATH_SCHEMA = vol.Schema({vol.Required(CONF_DEVICE): TextSelector()})
+_TCP_PORT = NumberSelector(
+    NumberSelectorConfig(min=1, max=65535, step=1, mode=NumberSelectorMode.BOX)
+)
 NETWORK_SCHEMA = vol.Schema(
-    {
-        vol.Required(CONF_HOST): TextSelector(),
-        vol.Required(CONF_PORT): NumberSelector(
-            NumberSelectorConfig(min=1, max=65535, step=1, mode=NumberSelectorMode.BOX)
-        ),
-    }
+    {vol.Required(CONF_HOST): TextSelector(), vol.Required(CONF_PORT): _TCP_PORT}
 )
 MQTT_SCHEMA = vol.Schema({vol.Required(CONF_TOPIC): TextSelector()})
 KEY_SCHEMA = vol.Schema(
@@ -107,9 +109,19 @@ OPTIONS_SCHEMA = vol.Schema(
         **TARIFF_FIELDS,
         vol.Optional(CONF_RATE_NORMAL): _RATE,
         vol.Optional(CONF_RATE_OVERRUN): _RATE,
+        # Empty: no re-broadcast.
+        vol.Optional(CONF_REBROADCAST_PORT): _TCP_PORT,
+        vol.Optional(CONF_REBROADCAST_ALL_INTERFACES, default=False): BooleanSelector(),
     }
 )
-_TARIFF_OPTIONS = (CONF_REFERENCE_POWER, CONF_RATE_NORMAL, CONF_RATE_OVERRUN)
+# Options that a form's empty field turns off: dropped from the saved options, not kept.
+_CLEARABLE_OPTIONS = (
+    CONF_REFERENCE_POWER,
+    CONF_RATE_NORMAL,
+    CONF_RATE_OVERRUN,
+    CONF_REBROADCAST_PORT,
+    CONF_REBROADCAST_ALL_INTERFACES,
+)
 # More than any low-voltage connection: a typo rather than a reference power.
 MAX_REFERENCE_POWER = 10_000.0
 
@@ -401,6 +413,16 @@ def _tariff_options(user_input: Mapping[str, Any]) -> dict[str, float]:
     return options
 
 
+def _rebroadcast_options(user_input: Mapping[str, Any]) -> dict[str, Any]:
+    """The re-broadcast options a form gave: none when its port is left empty."""
+    if user_input.get(CONF_REBROADCAST_PORT) is None:
+        return {}
+    return {
+        CONF_REBROADCAST_PORT: int(user_input[CONF_REBROADCAST_PORT]),
+        CONF_REBROADCAST_ALL_INTERFACES: bool(user_input.get(CONF_REBROADCAST_ALL_INTERFACES)),
+    }
+
+
 def _connection_data(data: Mapping[str, Any]) -> dict[str, Any]:
     """The connection part of entry data (no key, no serial)."""
     keys = (CONF_CONNECTION_TYPE, CONF_DEVICE, CONF_HOST, CONF_PORT, CONF_TOPIC)
@@ -408,10 +430,11 @@ def _connection_data(data: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class SmartyOptionsFlow(OptionsFlowWithReload):
-    """How often the entities take a new state; the reference-power tariff.
+    """How often the entities take a new state; the reference-power tariff; the re-broadcast.
 
     The running entry reads its options live, so saving them reconnects nothing; only turning
-    the tariff on or off reloads the entry, because that adds or removes its entities.
+    the tariff on or off (it adds or removes entities) or changing where telegrams are
+    re-broadcast (the server is bound at setup) reloads the entry.
     """
 
     automatic_reload = False
@@ -426,16 +449,28 @@ class SmartyOptionsFlow(OptionsFlowWithReload):
             except ValueError:
                 errors[CONF_REFERENCE_POWER] = "invalid_reference_power"
             else:
-                # A tariff field left empty turns that setting off: it is dropped, not kept.
                 options = {
-                    **{key: value for key, value in current.items() if key not in _TARIFF_OPTIONS},
+                    **{
+                        key: value
+                        for key, value in current.items()
+                        if key not in _CLEARABLE_OPTIONS
+                    },
                     CONF_MIN_INTERVAL: int(user_input[CONF_MIN_INTERVAL]),
                     **tariff,
+                    **_rebroadcast_options(user_input),
                 }
-                self.automatic_reload = (CONF_REFERENCE_POWER in options) != (
-                    CONF_REFERENCE_POWER in self.config_entry.options
-                )
-                return self.async_create_entry(data=options)
+                address = listen_address(options)
+                if (
+                    address is not None
+                    and address.port != self._rebroadcasting_on()
+                    and not await async_port_free(address)
+                ):
+                    errors[CONF_REBROADCAST_PORT] = "port_in_use"
+                else:
+                    self.automatic_reload = (CONF_REFERENCE_POWER in options) != (
+                        CONF_REFERENCE_POWER in self.config_entry.options
+                    ) or address != listen_address(self.config_entry.options)
+                    return self.async_create_entry(data=options)
             current = user_input
         elif CONF_REFERENCE_POWER in current:
             # The selector shows text: 12.0 kW is offered back as "12".
@@ -445,3 +480,10 @@ class SmartyOptionsFlow(OptionsFlowWithReload):
             data_schema=self.add_suggested_values_to_schema(OPTIONS_SCHEMA, current),
             errors=errors,
         )
+
+    def _rebroadcasting_on(self) -> int | None:
+        """The port the running entry re-broadcasts on: saving it again is no clash with itself."""
+        # runtime_data exists only while the entry is set up.
+        coordinator = getattr(self.config_entry, "runtime_data", None)
+        broadcaster: Rebroadcaster | None = getattr(coordinator, "rebroadcast", None)
+        return None if broadcaster is None else broadcaster.port

@@ -26,6 +26,10 @@ CONF_REFERENCE_POWER: Final = "reference_power"
 # Rate overrides in ct/kWh (the bill's unit), absent: the built-in table of the year.
 CONF_RATE_NORMAL: Final = "rate_normal"
 CONF_RATE_OVERRUN: Final = "rate_overrun"
+# Re-broadcast of the decrypted telegrams on a local TCP port: absent (off) unless a port is set;
+# on 127.0.0.1 unless the user opens it to the network.
+CONF_REBROADCAST_PORT: Final = "rebroadcast_port"
+CONF_REBROADCAST_ALL_INTERFACES: Final = "rebroadcast_all_interfaces"
 
 BAUDRATE: Final = 115200
 # The meter sends every 10 s; a telegram may take a while after the port opens.

@@ -32,6 +32,7 @@ from .const import (
     SILENCE_TIMEOUT,
 )
 from .p1 import CosemObject, DecoderStats, P1Error, Telegram, TelegramDecoder, parse_key
+from .rebroadcast import Rebroadcaster
 from .tariff_runtime import TariffRuntime
 
 type SmartyConfigEntry = ConfigEntry[SmartyCoordinator]
@@ -157,6 +158,8 @@ class SmartyCoordinator(DataUpdateCoordinator[SmartyData]):
         # The accepted registers survive a restart, so a glitch in the first telegram after one
         # cannot pull a total below what Home Assistant already recorded.
         self._registers_store = registers_store(hass, entry)
+        # Set by the entry's setup when the re-broadcast option is on and its port could be bound.
+        self.rebroadcast: Rebroadcaster | None = None
 
     @property
     def min_interval(self) -> float:
@@ -289,6 +292,8 @@ class SmartyCoordinator(DataUpdateCoordinator[SmartyData]):
             self.health.stale_telegrams += 1
             self._log_once("stale", "Ignoring a replayed telegram from %s: %s", "stale frame")
             return False
+        if self.rebroadcast is not None:
+            self.rebroadcast.publish(telegram.raw)
         self._last_valid = monotonic()
         self._failing_since = None
         self._delay = RECONNECT_MIN_DELAY

@@ -47,6 +47,7 @@ async def async_get_config_entry_diagnostics(
             },
             "health": coordinator.health.as_dict(),
             "min_interval": coordinator.min_interval,
+            "rebroadcast": coordinator.rebroadcast.as_dict() if coordinator.rebroadcast else None,
             "last_telegram": data.telegram.as_dict() if data is not None else None,
         },
         TO_REDACT,

@@ -324,7 +324,9 @@ for _description in _TABLE:
     DESCRIPTIONS.setdefault(_description.obis, []).append(_description)
 
 
-def _mbus_description(kind: str, device_class: SensorDeviceClass, unit: str) -> SmartyEntityDescription:
+def _mbus_description(
+    kind: str, device_class: SensorDeviceClass, unit: str
+) -> SmartyEntityDescription:
     return SmartyEntityDescription(
         key=f"mbus_{kind}",
         obis="0-x:24.2.1",
