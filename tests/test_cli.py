@@ -369,3 +369,20 @@ def test_processes_simulate_and_read(target: str) -> None:
         simulator.terminate()
         _, err = simulator.communicate(timeout=TIMEOUT)
     assert KEY not in err
+
+
+def test_output_cut_short_by_the_reader_is_not_an_error(tmp_path: Path) -> None:
+    """`read ... | head -1`: the reader stops quietly when its output is closed."""
+    capture = _capture(tmp_path, frame(NEXXTLAB) * 200)
+    process = subprocess.Popen(
+        [*MODULE, "read", "--key", KEY, "--file", capture],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=REPO,
+    )
+    assert process.stdout is not None
+    process.stdout.readline()
+    process.stdout.close()
+    _, errors = process.communicate(timeout=TIMEOUT)
+    assert process.returncode == 0
+    assert b"Broken pipe" not in errors

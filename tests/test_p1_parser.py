@@ -19,6 +19,7 @@ from custom_components.smarty_p1.p1 import (
     parse_telegram,
     parse_timestamp,
 )
+from custom_components.smarty_p1.p1.obis import display_name
 from custom_components.smarty_p1.p1.telegram import decode_text
 
 from .p1_helpers import (  # the fixture replaces conftest's Home Assistant set-up
@@ -271,3 +272,17 @@ def test_many_unknown_codes() -> None:
     assert len(telegram.objects) == 5001
     assert telegram.objects["9-9:4999.0.0"].value == Decimal(4999)
     assert telegram.objects["1-0:1.8.0"].unit == "kWh"
+
+
+@pytest.mark.parametrize(
+    ("obis", "name"),
+    [
+        ("1-0:1.8.0", "Energy imported (P+)"),
+        ("0-0:96.13.3", "Message channel 3"),
+        ("0-2:24.2.1", "M-Bus last reading (channel 2)"),
+        ("0-1:96.3.10", "Relay 1 state"),
+        ("9-9:9.9.9", None),
+    ],
+)
+def test_display_name_fills_in_the_channel(obis: str, name: str | None) -> None:
+    assert display_name(obis) == name

@@ -23,7 +23,7 @@ from typing import Any, TextIO
 from .crypto import parse_key
 from .decoder import TelegramDecoder
 from .errors import InvalidKeyFormatError, P1Error
-from .obis import describe
+from .obis import describe, display_name
 from .simulator import MeterSimulator, PtyMeter, serve_tcp
 from .telegram import Telegram
 
@@ -39,14 +39,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     key = _key(parser, args.key or os.environ.get(KEY_ENV))
+    if args.command == "simulate" and key is None and not args.plain:
+        parser.error(f"simulate needs --key (or {KEY_ENV}) unless --plain")
     try:
         if args.command == "read":
-            return _read(args, key)
-        if key is None and not args.plain:
-            parser.error(f"simulate needs --key (or {KEY_ENV}) unless --plain")
-        return _simulate(args, None if args.plain else key)
+            status = _read(args, key)
+        else:
+            status = _simulate(args, None if args.plain else key)
+        sys.stdout.flush()
     except KeyboardInterrupt:
         return 0
+    except BrokenPipeError:
+        # The reader of our output (`| head`) has gone: stop quietly, as shell tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    return status
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -114,6 +121,9 @@ def _read(args: argparse.Namespace, key: bytes | None) -> int:
                 shown += 1
                 if shown == args.count:
                     return 0
+    except BrokenPipeError:
+        # Our own output was closed, not the meter's line: main() ends quietly.
+        raise
     except (OSError, ValueError) as err:
         # pyserial's SerialException is an OSError; a bad HOST:PORT a ValueError.
         print(f"error: {err}", file=sys.stderr)
@@ -180,7 +190,7 @@ def _print_table(telegram: Telegram, out: TextIO) -> None:
             value += f" (at {obj.timestamp.isoformat()})"
         # Old firmware omits units; the catalog knows them.
         unit = obj.unit or (info.unit if info is not None else None) or ""
-        name = info.name if info is not None else "(unknown)"
+        name = display_name(obj.obis) or "(unknown)"
         out.write(f"  {obj.obis:<13} {name:<34} {value} {unit}".rstrip() + "\n")
     out.write("\n")
 

@@ -133,3 +133,16 @@ def mbus_channel(obis: str) -> int | None:
         if generic in OBIS_CATALOG:
             return int(obis[2])
     return None
+
+
+def display_name(obis: str) -> str | None:
+    """The catalog name of a concrete code, its channel filled in ("Message channel 2")."""
+    info = describe(obis)
+    if info is None:
+        return None
+    generic = generic_code(obis)
+    if generic == obis:
+        return info.name
+    channel = obis.rpartition(".")[2] if generic == "0-0:96.13.x" else obis[2]
+    name = info.name.replace("channel x", f"channel {channel}")
+    return name if name != info.name else f"{name} (channel {channel})"
