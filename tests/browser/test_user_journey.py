@@ -135,7 +135,6 @@ def test_user_journey(home_assistant: HomeAssistantProcess, meter: PtyMeter, pag
     # Nothing for the user to repair: the integration raised no issue on the way.
     issues = journey.call_ws({"type": "repairs/list_issues"})["issues"]
     assert [issue for issue in issues if issue["domain"] == "smarty_p1"] == []
-    print("repairs:", [(i["domain"], i["issue_id"]) for i in issues])
 
 
 def log_in(journey: Journey) -> None:
