@@ -268,6 +268,22 @@ async def test_boundary_between_telegrams_and_dst(
     assert value(hass, serial, "last_quarter_overrun") == pytest.approx(0.15, abs=1e-6)
 
 
+async def test_dst_autumn_repeated_hour(
+    hass: HomeAssistant, meter: Callable[..., Any], simulator: MeterSimulator
+) -> None:
+    """Fall back: 02:00-03:00 local comes twice; quarters are keyed in UTC, none merged."""
+    line: Meter = await meter(datetime(2026, 10, 25, 0, 44, 50, tzinfo=UTC))  # 02:44:50 CEST
+    serial = simulator.serial
+    # Telegrams every 30 s up to 01:00:20 UTC, which is 02:00:20 CET, the hour's second time.
+    await line.run(datetime(2026, 10, 25, 1, 0, 21, tzinfo=UTC), 3.6)
+    quarter = state_of(hass, entity(hass, serial, "quarter_energy"))
+    assert quarter.attributes["last_reset"] == "2026-10-25T01:00:00+00:00"
+    # 20 s of the 30 s step after 00:59:50 UTC fall in the new quarter: 3.6 kW x 20 s.
+    assert float(quarter.state) == pytest.approx(0.020, abs=1e-6)
+    # 02:45-03:00 CEST was 15 minutes at 3.6 kW: 0.9 kWh, 0.15 over the 3 kW reference.
+    assert value(hass, serial, "last_quarter_overrun") == pytest.approx(0.15, abs=1e-6)
+
+
 async def test_data_gap_and_restart_mid_month(
     hass: HomeAssistant, meter: Callable[..., Any], simulator: MeterSimulator
 ) -> None:
