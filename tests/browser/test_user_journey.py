@@ -145,9 +145,9 @@ def log_in(journey: Journey) -> None:
     journey.shot("login")
     page.get_by_role("button", name="Log in").click()
     page.wait_for_url(lambda url: "/auth/" not in url and "auth_callback" not in url)
-    page.locator("home-assistant-main").wait_for()
     # The login page answers early; the first start of a new develop venv is still installing
-    # default_config's requirements then.
+    # default_config's requirements then, and the main view comes only when that is done.
+    page.locator("home-assistant-main").wait_for(timeout=READY_TIMEOUT * 1000)
     deadline = time.monotonic() + READY_TIMEOUT
     while journey.call_ws({"type": "get_config"})["state"] != "RUNNING":
         assert time.monotonic() < deadline, journey.hass.log_tail()
