@@ -128,11 +128,7 @@ def describe(obis: str) -> ObisInfo | None:
 
 def mbus_channel(obis: str) -> int | None:
     """The M-Bus channel (1-4) of an M-Bus object, else None."""
-    if obis.startswith("0-") and obis[3:4] == ":" and obis[2:3] in "123456789":
-        generic = "0-x" + obis[3:]
-        if generic in OBIS_CATALOG:
-            return int(obis[2])
-    return None
+    return int(obis[2]) if generic_code(obis).startswith("0-x:") else None
 
 
 def display_name(obis: str) -> str | None:
@@ -143,6 +139,6 @@ def display_name(obis: str) -> str | None:
     generic = generic_code(obis)
     if generic == obis:
         return info.name
-    channel = obis.rpartition(".")[2] if generic == "0-0:96.13.x" else obis[2]
+    channel = mbus_channel(obis) or obis.rpartition(".")[2]
     name = info.name.replace("channel x", f"channel {channel}")
     return name if name != info.name else f"{name} (channel {channel})"
