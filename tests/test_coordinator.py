@@ -20,6 +20,7 @@ from homeassistant.core import Event, EventStateChangedData, HomeAssistant
 from homeassistant.helpers import entity_registry as er
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
+from custom_components.smarty_p1 import coordinator as coordinator_module
 from custom_components.smarty_p1.const import (
     CONF_CONNECTION_TYPE,
     CONF_MIN_INTERVAL,
@@ -258,8 +259,10 @@ async def test_registers_survive_a_restart(
     base_telegram: bytes,
     send: Callable[[bytes], None],
     hass_storage: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """After a restart, a first reading below the last one recorded is still not published."""
+    monkeypatch.setattr(coordinator_module, "REGISTERS_SAVE_INTERVAL", 0.0)
     quiet_entry.add_to_hass(hass)
     hass_storage[f"smarty_p1.{quiet_entry.entry_id}.registers"] = {
         "version": 1,
@@ -276,9 +279,23 @@ async def test_registers_survive_a_restart(
 
     send(with_values(base_telegram, **{"1-0:1.8.0": "000100.500*kWh"}))
     await published(hass, coordinator, 2)
+    # Written while running (here the save interval is 0), not only at shutdown: a power cut
+    # must not lose it.
+    await wait_for(
+        hass,
+        lambda: (
+            hass_storage[f"smarty_p1.{quiet_entry.entry_id}.registers"]["data"]["registers"][
+                "1-0:1.8.0"
+            ]
+            == ["100.500", "kWh"]
+        ),
+    )
+
+    send(with_values(base_telegram, **{"1-0:1.8.0": "000100.600*kWh"}))
+    await published(hass, coordinator, 3)
     assert await hass.config_entries.async_unload(quiet_entry.entry_id)
     stored = hass_storage[f"smarty_p1.{quiet_entry.entry_id}.registers"]["data"]
-    assert stored["registers"]["1-0:1.8.0"] == ["100.500", "kWh"]
+    assert stored["registers"]["1-0:1.8.0"] == ["100.600", "kWh"]
 
     await hass.config_entries.async_remove(quiet_entry.entry_id)
     assert f"smarty_p1.{quiet_entry.entry_id}.registers" not in hass_storage

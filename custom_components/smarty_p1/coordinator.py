@@ -57,7 +57,7 @@ _MBUS_IDS: tuple[tuple[int, str], ...] = tuple(
 
 # Written at most this often while telegrams arrive (and at every shutdown): a restart loses at
 # most this much of the registers' progress, which only weakens the check for that short span.
-REGISTERS_SAVE_DELAY: Final = 300.0
+REGISTERS_SAVE_INTERVAL: Final = 300.0
 
 
 def registers_store(hass: HomeAssistant, entry: ConfigEntry) -> Store[dict[str, Any]]:
@@ -158,6 +158,9 @@ class SmartyCoordinator(DataUpdateCoordinator[SmartyData]):
         # The accepted registers survive a restart, so a glitch in the first telegram after one
         # cannot pull a total below what Home Assistant already recorded.
         self._registers_store = registers_store(hass, entry)
+        # Store.async_delay_save postpones a pending write on every call, and the registers change
+        # every 10 s: the interval is kept here, so the write really happens.
+        self._registers_due = 0.0
         # Set by the entry's setup when the re-broadcast option is on and its port could be bound.
         self.rebroadcast: Rebroadcaster | None = None
 
@@ -366,8 +369,9 @@ class SmartyCoordinator(DataUpdateCoordinator[SmartyData]):
             else:
                 accepted[code] = obj
                 changed = True
-        if changed:
-            self._registers_store.async_delay_save(self._stored_registers, REGISTERS_SAVE_DELAY)
+        if changed and (now := monotonic()) >= self._registers_due:
+            self._registers_due = now + REGISTERS_SAVE_INTERVAL
+            self._registers_store.async_delay_save(self._stored_registers)
         return objects if held is None else held
 
     def _stored_registers(self) -> dict[str, Any]:
