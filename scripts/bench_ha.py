@@ -66,6 +66,8 @@ ROUNDS = 5
 PER_ROUND = TELEGRAMS // ROUNDS
 # "ours" or "dsmr": profile that side's event loop over the measured telegrams.
 PROFILE = os.environ.get("BENCH_HA_PROFILE", "")
+# Set: print which entities changed state, and how often, in each run.
+BY_ENTITY = bool(os.environ.get("BENCH_HA_BY_ENTITY"))
 METER_INTERVAL = 10.0
 JITTER = 0.05
 HANDLED_TIMEOUT = 10.0
@@ -338,8 +340,9 @@ async def test_side(hass: HomeAssistant, side: str, setting: str) -> None:
     entry = await _entry(hass, side, feeder.port, ours if side == "smarty_p1" else theirs)
 
     @callback
-    def changed(_event: Event[Any]) -> None:
+    def changed(event: Event[Any]) -> None:
         counters.calls["changes"] += 1
+        counters.calls[f"changes {event.data['entity_id']}"] += 1
 
     unsubscribe = hass.bus.async_listen(EVENT_STATE_CHANGED, changed)
     with (
@@ -382,11 +385,16 @@ async def test_side(hass: HomeAssistant, side: str, setting: str) -> None:
         entities=len(registered),
         enabled=sum(1 for item in registered if item.disabled_by is None),
     )
+    if BY_ENTITY:
+        print(f"\n--- state changes per telegram, {side}, {setting} ---")
+        for name, count in sorted(done.items(), key=lambda item: -item[1]):
+            if name.startswith("changes ") and count:
+                print(f"{count / done['telegrams']:6.2f}  {name.removeprefix('changes ')}")
     if profiler is not None:
         print(f"\n--- profile of {side}, {setting}: {PER_ROUND * ROUNDS} telegrams ---")
         pstats.Stats(profiler).strip_dirs().sort_stats(
             os.environ.get("BENCH_HA_SORT", "tottime")
-        ).print_stats(40)
+        ).print_stats(int(os.environ.get("BENCH_HA_LINES", "40")))
 
 
 def test_report() -> None:

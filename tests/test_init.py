@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 from typing import Any
 
+import pytest
 from homeassistant.config_entries import ConfigEntryState
 from homeassistant.const import CONF_DEVICE, CONF_HOST, CONF_PORT, STATE_UNAVAILABLE
 from homeassistant.core import HomeAssistant
@@ -32,6 +33,7 @@ def entity_id(hass: HomeAssistant, serial: str, suffix: str) -> str:
     return found
 
 
+@pytest.mark.usefixtures("entity_registry_enabled_by_default")
 async def test_setup_serial_values_and_unload(
     hass: HomeAssistant,
     serial_entry: MockConfigEntry,

@@ -19,6 +19,7 @@ from custom_components.smarty_p1.p1 import (
     parse_telegram,
     parse_timestamp,
 )
+from custom_components.smarty_p1.p1 import telegram as telegram_module
 from custom_components.smarty_p1.p1.obis import display_name
 from custom_components.smarty_p1.p1.telegram import decode_text
 
@@ -187,6 +188,22 @@ def test_dsmr22_gas_reading_continues_on_the_next_line() -> None:
     assert telegram.objects["0-1:24.4.0"].value == Decimal(1)
 
 
+def test_repeated_lines_reuse_their_object() -> None:
+    # Consumers may skip work by identity: an unchanged line must give the very same object,
+    # a changed one a new object, and the continuation of a repeated line its full reading.
+    first = _telegram("1-0:1.8.0(000001.000*kWh)", "1-0:1.7.0(00.100*kW)")
+    second = _telegram("1-0:1.8.0(000001.000*kWh)", "1-0:1.7.0(00.200*kW)")
+    assert second.objects["1-0:1.8.0"] is first.objects["1-0:1.8.0"]
+    assert second.objects["1-0:1.7.0"] is not first.objects["1-0:1.7.0"]
+    assert second.objects["1-0:1.7.0"].value == Decimal("0.200")
+    lines = ("0-1:24.3.0(121030140000)(00)(60)(1)(0-1:24.2.1)(m3)", "(00610.181)")
+    for _ in range(2):
+        gas = _telegram(*lines).objects["0-1:24.3.0"]
+        assert gas.raw[-1] == "00610.181"
+    head = _telegram(lines[0]).objects["0-1:24.3.0"]
+    assert head.raw[-1] == "m3"
+
+
 def test_unknown_codes_and_text_are_kept() -> None:
     telegram = _telegram("9-9:9.9.9(whatever)", "1-0:0.0.0", "1-0:1.8.0(12.5*kWh)")
     assert telegram.objects["9-9:9.9.9"].value == "whatever"
@@ -272,6 +289,12 @@ def test_many_unknown_codes() -> None:
     assert len(telegram.objects) == 5001
     assert telegram.objects["9-9:4999.0.0"].value == Decimal(4999)
     assert telegram.objects["1-0:1.8.0"].unit == "kWh"
+    # The recent-lines memory is bounded too, and still right after it started over.
+    memory = telegram_module._memory
+    assert len(memory.recent) <= memory.SIZE
+    assert len(memory.older) <= memory.SIZE
+    again = _telegram(*lines[:10], "1-0:1.8.0(000001.000*kWh)")
+    assert again.objects["9-9:9.0.0"].value == Decimal(9)
 
 
 @pytest.mark.parametrize(

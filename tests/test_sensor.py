@@ -149,6 +149,75 @@ async def test_single_phase_meter_has_no_l2_l3(hass: HomeAssistant, tmp_path: ob
         assert await hass.config_entries.async_unload(entry.entry_id)
 
 
+async def test_enabled_by_default_are_the_quiet_ones(
+    hass: HomeAssistant, simulator: MeterSimulator, quiet_pty: PtyMeter
+) -> None:
+    """Enabled at first: the energy dashboard's values, the meter's state and counters. Values
+    that move with every telegram and few users chart (per phase, reactive, apparent, times)
+    exist but wait to be enabled, as in core's dsmr: each would cost a recorder row every 10 s."""
+    entry = make_entry(
+        simulator, KEY, **{CONF_CONNECTION_TYPE: CONNECTION_SERIAL, CONF_DEVICE: quiet_pty.path}
+    )
+    coordinator = await setup(hass, entry)
+    simulator.next_frame()
+    quiet_pty.inject(encrypt(simulator.last_telegram, 1))
+    await wait_for(hass, lambda: coordinator.health.stats.telegrams == 1)
+    entries = er.async_entries_for_config_entry(er.async_get(hass), entry.entry_id)
+    prefix = f"{simulator.serial}_"
+    enabled = {e.unique_id.removeprefix(prefix) for e in entries if e.disabled_by is None}
+    assert enabled == {
+        "1-0:1.8.0_energy_import",
+        "1-0:2.8.0_energy_export",
+        "1-0:1.7.0_power_import",
+        "1-0:2.7.0_power_export",
+        "0-0:17.0.0_power_limit",
+        "1-1:31.4.0_current_limit_import",
+        "1-1:31.4.0_current_limit_export",
+        "0-0:96.3.10_breaker_state",
+        "0-0:96.7.21_power_failures",
+        *(f"1-0:{code}.32.0_voltage_sags_{n}" for n, code in enumerate((32, 52, 72), 1)),
+        *(f"1-0:{code}.36.0_voltage_swells_{n}" for n, code in enumerate((32, 52, 72), 1)),
+        "0-0:96.13.0_message",
+        "0-1:24.2.1_mbus_gas",
+        "0-1:24.4.0_valve_position",
+        "0-2:24.2.1_mbus_water",
+        "0-2:24.4.0_valve_position",
+        "rejected_tag",
+        "rejected_crc",
+    }
+    disabled = {e.unique_id.removeprefix(prefix) for e in entries if e.disabled_by is not None}
+    assert {"1-0:32.7.0_voltage_phase_1", "1-0:21.7.0_power_import_phase_1"} <= disabled
+    # Without an export the net power would repeat the import power: no such sensor.
+    assert "1-0:2.7.0_net_power" not in enabled | disabled
+    assert await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_net_power_appears_with_the_first_export(
+    hass: HomeAssistant, simulator: MeterSimulator, quiet_pty: PtyMeter
+) -> None:
+    """Solar panels installed later: the net power sensor appears with the first exported Wh."""
+    entry = make_entry(
+        simulator, KEY, **{CONF_CONNECTION_TYPE: CONNECTION_SERIAL, CONF_DEVICE: quiet_pty.path}
+    )
+    coordinator = await setup(hass, entry)
+    simulator.next_frame()
+    no_export = with_values(simulator.last_telegram, **{"1-0:1.7.0": "01.500*kW"})
+    registry = er.async_get(hass)
+    unique_id = f"{simulator.serial}_1-0:2.7.0_net_power"
+    for counter in (1, 2):
+        quiet_pty.inject(encrypt(no_export, counter))
+        await wait_for(hass, lambda: coordinator.health.stats.telegrams == counter)  # noqa: B023
+        assert registry.async_get_entity_id("sensor", DOMAIN, unique_id) is None
+    exported = with_values(no_export, **{"1-0:2.8.0": "000000.001*kWh", "1-0:2.7.0": "00.250*kW"})
+    quiet_pty.inject(encrypt(exported, 3))
+    await wait_for(hass, lambda: coordinator.health.stats.telegrams == 3)
+    await hass.async_block_till_done()
+    entity_id = registry.async_get_entity_id("sensor", DOMAIN, unique_id)
+    assert entity_id is not None
+    assert state_of(hass, entity_id).state == "1.250"
+    assert await hass.config_entries.async_unload(entry.entry_id)
+
+
 async def test_unknown_code_is_a_disabled_diagnostic(
     hass: HomeAssistant, simulator: MeterSimulator, quiet_pty: PtyMeter
 ) -> None:
@@ -193,6 +262,8 @@ async def test_odd_values_give_no_state(
         simulator.last_telegram,
         **{
             "1-0:2.7.0": "",
+            # Exported once (solar panels): the net power sensor exists.
+            "1-0:2.8.0": "000001.000*kWh",
             "0-0:96.3.10": "7",
             "1-1:31.4.0": "040*A",
             "0-1:24.1.0": "002",

@@ -353,9 +353,10 @@ class SmartyCoordinator(DataUpdateCoordinator[SmartyData]):
         changed = False
         for code in _MONOTONIC:
             obj = objects.get(code)
-            if obj is None or not isinstance(obj.value, Decimal):
-                continue
             last = accepted.get(code)
+            # The same object: the line is unchanged (the parser reuses repeated lines).
+            if obj is last or obj is None or not isinstance(obj.value, Decimal):
+                continue
             if last is not None and isinstance(last.value, Decimal) and obj.value < last.value:
                 self.health.energy_regressions += 1
                 self._log_once(

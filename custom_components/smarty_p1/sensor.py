@@ -95,6 +95,13 @@ def _net_power(objects: Objects, obis: str) -> SensorValue:
     return imported - exported
 
 
+def _exports(objects: Objects) -> bool:
+    """Whether the meter has ever sent energy to the grid: only then is net power worth a
+    sensor (without solar it repeats the import, and costs a recorder row every telegram)."""
+    exported = _number(objects, "1-0:2.8.0")
+    return "1-0:1.7.0" in objects and isinstance(exported, Decimal) and exported > 0
+
+
 def _raw(objects: Objects, obis: str) -> SensorValue:
     obj = objects.get(obis)
     return ")(".join(obj.raw)[:MAX_STATE] if obj is not None else None
@@ -108,6 +115,8 @@ class SmartyEntityDescription(SensorEntityDescription):
     value_fn: Callable[[Objects, str], SensorValue] = _number
     # Whether the telegram holds what the sensor needs besides ``obis`` itself.
     exists_fn: Callable[[Objects], bool] = lambda objects: True
+    # The codes value_fn reads besides ``obis``.
+    inputs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -248,18 +257,19 @@ _TABLE: list[SmartyEntityDescription] = [
         native_unit_of_measurement=_KW,
         suggested_display_precision=3,
         value_fn=_net_power,
-        exists_fn=lambda objects: "1-0:1.7.0" in objects,
+        exists_fn=_exports,
+        inputs=("1-0:1.7.0",),
     ),
     _measurement("reactive_power_import", "1-0:3.7.0", _REACTIVE, _KVAR, 3, enabled=False),
     _measurement("reactive_power_export", "1-0:4.7.0", _REACTIVE, _KVAR, 3, enabled=False),
     _measurement("apparent_power_import", "1-0:9.7.0", _APPARENT, _KVA, 3, enabled=False),
     _measurement("apparent_power_export", "1-0:10.7.0", _APPARENT, _KVA, 3, enabled=False),
     *_numbered(
-        _measurement("power_import_phase", "", _POWER, _KW, 3),
+        _measurement("power_import_phase", "", _POWER, _KW, 3, enabled=False),
         ("1-0:21.7.0", "1-0:41.7.0", "1-0:61.7.0"),
     ),
     *_numbered(
-        _measurement("power_export_phase", "", _POWER, _KW, 3),
+        _measurement("power_export_phase", "", _POWER, _KW, 3, enabled=False),
         ("1-0:22.7.0", "1-0:42.7.0", "1-0:62.7.0"),
     ),
     *_numbered(
@@ -272,13 +282,23 @@ _TABLE: list[SmartyEntityDescription] = [
     ),
     *_numbered(
         _measurement(
-            "voltage_phase", "", SensorDeviceClass.VOLTAGE, UnitOfElectricPotential.VOLT, 1
+            "voltage_phase",
+            "",
+            SensorDeviceClass.VOLTAGE,
+            UnitOfElectricPotential.VOLT,
+            1,
+            enabled=False,
         ),
         ("1-0:32.7.0", "1-0:52.7.0", "1-0:72.7.0"),
     ),
     *_numbered(
         _measurement(
-            "current_phase", "", SensorDeviceClass.CURRENT, UnitOfElectricCurrent.AMPERE, 0
+            "current_phase",
+            "",
+            SensorDeviceClass.CURRENT,
+            UnitOfElectricCurrent.AMPERE,
+            0,
+            enabled=False,
         ),
         ("1-0:31.7.0", "1-0:51.7.0", "1-0:71.7.0"),
     ),
@@ -315,6 +335,7 @@ _TABLE: list[SmartyEntityDescription] = [
         "mbus_reading_time",
         "0-x:24.2.1",
         _capture_time,
+        enabled=False,
         device_class=SensorDeviceClass.TIMESTAMP,
     ),
     _control("valve_position", "0-x:24.4.0", enabled=True),
@@ -400,7 +421,7 @@ def descriptions_for(
         found = [replace(found[0], translation_placeholders={"channel": obis.rpartition(".")[2]})]
     if generic == "0-x:24.2.1" and channel:
         found = [_mbus_reading(coordinator, channel, objects[obis]), *found]
-    return [(description, device) for description in found if description.exists_fn(objects)]
+    return [(description, device) for description in found]
 
 
 def _mbus_reading(
@@ -428,6 +449,8 @@ async def async_setup_entry(
             TariffSensor(coordinator, tariff, desc, device) for desc in TARIFF_SENSORS
         )
     seen: set[str] = set()
+    # Sensors that wait for a value the meter has not sent yet (net power: a first export).
+    waiting: list[tuple[str, SmartyEntityDescription, DeviceInfo]] = []
 
     @callback
     def add_new_sensors() -> None:
@@ -435,16 +458,27 @@ async def async_setup_entry(
         if data is None:
             return
         objects = data.telegram.objects
-        if seen.issuperset(objects):
+        if seen.issuperset(objects) and not waiting:
             return
-        sensors = [
-            SmartySensor(coordinator, description, obis, device_info)
-            for obis in objects
-            if obis not in seen
-            for description, device_info in descriptions_for(coordinator, obis, objects)
+        candidates = [
+            *waiting,
+            *(
+                (obis, description, device_info)
+                for obis in objects
+                if obis not in seen
+                for description, device_info in descriptions_for(coordinator, obis, objects)
+            ),
         ]
         seen.update(objects)
-        async_add_entities(sensors)
+        waiting.clear()
+        sensors = []
+        for obis, description, device_info in candidates:
+            if description.exists_fn(objects):
+                sensors.append(SmartySensor(coordinator, description, obis, device_info))
+            else:
+                waiting.append((obis, description, device_info))
+        if sensors:
+            async_add_entities(sensors)
 
     add_new_sensors()
     entry.async_on_unload(coordinator.async_add_listener(add_new_sensors))
@@ -454,6 +488,8 @@ class SmartySensor(SmartyEntity, SensorEntity):
     """A value the meter sends."""
 
     entity_description: SmartyEntityDescription
+    # The object the state was last made from, and the value made from it.
+    _cached: tuple[CosemObject, SensorValue] | None = None
 
     def __init__(
         self,
@@ -468,9 +504,17 @@ class SmartySensor(SmartyEntity, SensorEntity):
         self._attr_device_info = device_info
 
     def _refresh(self) -> SensorValue:
+        # Sensors are made from a telegram: the data is never None here.
         data = self.coordinator.data
-        value = self.entity_description.value_fn(data.objects, self._obis) if data else None
+        source = data.objects.get(self._obis)
+        cached = self._cached
+        description = self.entity_description
+        if cached is not None and cached[0] is source and not description.inputs:
+            # The same line as last time (the parser reuses the object of a repeated line).
+            return cached[1]
+        value = description.value_fn(data.objects, self._obis)
         self._attr_native_value = value
+        self._cached = None if source is None else (source, value)
         return value
 
 

@@ -29,8 +29,9 @@ class CosemObject:
     ``value`` is a Decimal (keeping the meter's digits), decoded text, a datetime, a tuple for
     multi-value lines, or None where the meter sent nothing (an empty value or a placeholder
     time such as ``632525252525S``). ``timestamp`` is the capture time of M-Bus readings.
-    Treated as read-only; not frozen because a frozen dataclass costs four times as much to
-    build, and a telegram builds about fifty of them.
+    Never modify one: the parser hands out the same object again when a line repeats. Not
+    frozen because a frozen dataclass costs four times as much to build, and a telegram builds
+    about fifty of them.
     """
 
     obis: str
@@ -208,6 +209,41 @@ def _failure_log(raw: tuple[str, ...]) -> tuple[Any, ...]:
     return tuple(events)
 
 
+# Most lines of a telegram repeat the previous telegram's word for word (limits, counters,
+# serials, M-Bus readings between captures, an energy register at rest), and a line's object
+# depends on nothing but its text: the objects of recent lines are reused instead of rebuilt.
+class _LineMemory:
+    """The objects of the lines seen lately, in two generations: when the newer one is full it
+    becomes the older one, and lines still being sent move back into the newer one."""
+
+    __slots__ = ("older", "recent")
+    SIZE = 512
+
+    def __init__(self) -> None:
+        self.recent: dict[str, CosemObject] = {}
+        self.older: dict[str, CosemObject] = {}
+
+    def clear(self) -> None:
+        self.recent, self.older = {}, {}
+
+
+_memory = _LineMemory()
+
+
+def _line_object(line: str) -> CosemObject:
+    bracket = line.find("(")
+    if bracket < 0:
+        return _object(line, ())
+    obis = line[:bracket]
+    inner = line[bracket + 1 : -1]
+    if obis in _PLAIN_NUMBER_CODES and inner:
+        # The common case: a catalogued single number is most of every telegram.
+        digits, _, unit = inner.partition("*")
+        if digits.replace(".", "", 1).isdigit():
+            return CosemObject(obis, (inner,), Decimal(digits), unit or None)
+    return _object(obis, tuple(inner.split(")(")))
+
+
 def parse_telegram(
     telegram: bytes,
     crc: int | None = None,
@@ -224,8 +260,9 @@ def parse_telegram(
         raise NotATelegramError("content is not a DSMR telegram")
     header = lines[0][1:]
     objects: dict[str, CosemObject] = {}
-    plain = _PLAIN_NUMBER_CODES
-    last: tuple[str, list[str]] | None = None
+    memory = _memory
+    recent, older = memory.recent, memory.older
+    last: CosemObject | None = None
     for line in lines[1:]:
         if not line:
             continue
@@ -233,24 +270,17 @@ def parse_telegram(
             break
         if line[0] == "(" and last is not None:
             # DSMR 2/3 gas readings continue on the next line: rebuild the previous object.
-            last[1].extend(line[1:-1].split(")("))
-            objects[last[0]] = _object(last[0], tuple(last[1]))
+            last = _object(last.obis, last.raw + tuple(line[1:-1].split(")(")))
+            objects[last.obis] = last
             continue
-        bracket = line.find("(")
-        if bracket < 0:
-            last = (line, [])
-            objects[line] = _object(line, ())
-            continue
-        obis = line[:bracket]
-        inner = line[bracket + 1 : -1]
-        if obis in plain and inner:
-            # The common case, inlined: a catalogued single number is most of every telegram.
-            digits, _, unit = inner.partition("*")
-            if digits.replace(".", "", 1).isdigit():
-                objects[obis] = CosemObject(obis, (inner,), Decimal(digits), unit or None)
-                last = None
-                continue
-        raw = inner.split(")(")
-        last = (obis, raw)
-        objects[obis] = _object(obis, tuple(raw))
+        last = recent.get(line)
+        if last is None:
+            last = older.get(line)
+            if last is None:
+                last = _line_object(line)
+            if len(recent) >= memory.SIZE:
+                memory.older, memory.recent = recent, {}
+                recent, older = memory.recent, memory.older
+            recent[line] = last
+        objects[last.obis] = last
     return Telegram(header, objects, telegram, crc, system_title, frame_counter)
