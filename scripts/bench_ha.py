@@ -42,6 +42,7 @@ from homeassistant.helpers import entity_registry as er
 from homeassistant.helpers.entity import Entity
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
+from custom_components.smarty_p1.connection import _Receiving
 from custom_components.smarty_p1.const import (
     CONF_CONNECTION_TYPE,
     CONF_DECRYPTION_KEY,
@@ -306,9 +307,7 @@ def _instrumented(clock: Clock, counters: Counters) -> Iterator[None]:
         patch.object(SmartyCoordinator, "_process", process_counted),
         patch.object(DSMRProtocol, "handle_telegram", handle_counted),
         patch.object(
-            asyncio.StreamReaderProtocol,
-            "data_received",
-            _counting(counters, "reads", asyncio.StreamReaderProtocol.data_received),
+            _Receiving, "data_received", _counting(counters, "reads", _Receiving.data_received)
         ),
         patch.object(
             DSMRProtocol,

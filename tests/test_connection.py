@@ -116,3 +116,25 @@ async def test_probe_unplugged_during_read(simulator: MeterSimulator) -> None:
     meter.close()
     with pytest.raises(CannotConnect):
         await task
+
+
+async def test_a_receiver_error_ends_the_session(serve: Serve) -> None:
+    """Whatever the receiver raises ends the session with that error; bytes that arrive after
+    the end reach no one."""
+    source = await serve(b"first chunk", False)
+    received: list[bytes] = []
+
+    def receiver(data: bytes) -> None:
+        received.append(data)
+        raise RuntimeError("a bug in the receiver")
+
+    await source.open(receiver)
+    with pytest.raises(RuntimeError, match="a bug in the receiver"):
+        async with asyncio.timeout(5):
+            await source.wait_ended()
+    source.deliver(b"late bytes")
+    assert received == [b"first chunk"]
+    await source.close()
+    # Closing twice, or a source never opened, is harmless.
+    await source.close()
+    await StreamSource(Endpoint(CONNECTION_NETWORK, host="127.0.0.1", port=9)).close()

@@ -196,7 +196,7 @@ async def test_probe_over_mqtt_and_subscribe_failure(
     assert telegram.serial == simulator.serial
     bad = source_for(hass, Endpoint(CONNECTION_MQTT, topic="smarty/#/raw"))
     with pytest.raises(InvalidTopic):
-        await bad.open()
+        await bad.open(lambda data: None)
     result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": SOURCE_USER})
     result = await hass.config_entries.flow.async_configure(
         result["flow_id"], {"next_step_id": "mqtt_topic"}

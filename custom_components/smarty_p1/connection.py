@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -27,8 +27,6 @@ from .p1 import DecryptionError, MissingKeyError, Telegram, TelegramDecoder
 if TYPE_CHECKING:
     from homeassistant.core import HomeAssistant
 
-# A telegram is about 1.5 kB; one read usually returns a whole one, never a byte at a time.
-READ_CHUNK = 4096
 # Opening a TCP connection must not hang a flow or a reconnect for minutes.
 CONNECT_TIMEOUT = 10.0
 CLOSE_TIMEOUT = 2.0
@@ -110,27 +108,95 @@ class Endpoint:
         return str(self.device)
 
 
+type Receiver = Callable[[bytes], None]
+
+
 class ByteSource(ABC):
     """A meter's byte stream, opened and closed again and again by the coordinator's one loop
-    (silence timeout, reconnect backoff, key-failure window), whatever carries the bytes."""
+    (silence timeout, reconnect backoff, key-failure window), whatever carries the bytes.
+
+    Bytes are pushed to the receiver as they arrive, in the transport's own callback: no task
+    wakes up per chunk. A session ends at EOF, on a read error, when the receiver raises, or
+    when ``finish`` is called; ``wait_ended`` says how it ended.
+    """
 
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
+        self._receiver: Receiver | None = None
+        self._ended: asyncio.Future[None] | None = None
 
     def __str__(self) -> str:
         return str(self.endpoint)
 
-    @abstractmethod
-    async def open(self) -> None:
-        """Start receiving; raises CannotConnect."""
+    async def open(self, receiver: Receiver) -> None:
+        """Start a session that hands every chunk of bytes to receiver; raises CannotConnect."""
+        self._receiver = receiver
+        self._ended = asyncio.get_running_loop().create_future()
+        await self._start()
 
     @abstractmethod
-    async def read(self) -> bytes:
-        """The next bytes (as many as are there); b"" when the other end closed; OSError."""
+    async def _start(self) -> None:
+        """Connect and start delivering; raises CannotConnect."""
 
-    @abstractmethod
+    def deliver(self, data: bytes) -> None:
+        """Hand bytes to the receiver (nothing after the session ended)."""
+        ended, receiver = self._ended, self._receiver
+        if ended is None or ended.done() or receiver is None:
+            return
+        try:
+            receiver(data)
+        except Exception as err:
+            # Whatever went wrong ends the session, and wait_ended raises it.
+            self.finish(err)
+
+    def finish(self, error: BaseException | None = None) -> None:
+        """End the session: normally (None), or with the error wait_ended raises."""
+        ended = self._ended
+        if ended is None or ended.done():
+            return
+        if error is None:
+            ended.set_result(None)
+        else:
+            ended.set_exception(error)
+
+    async def wait_ended(self) -> None:
+        """Return when the session ends normally (EOF, finish()); raise what else ended it."""
+        assert self._ended is not None, "not open"
+        await self._ended
+
     async def close(self) -> None:
         """Stop receiving; safe to call when not open."""
+        ended = self._ended
+        if ended is not None and ended.done() and not ended.cancelled():
+            # Retrieved, so an error nobody waited for is not reported as never retrieved.
+            ended.exception()
+        self.finish()
+        self._receiver = None
+        await self._stop()
+
+    @abstractmethod
+    async def _stop(self) -> None:
+        """Disconnect; safe to call when not connected."""
+
+
+class _Receiving(asyncio.Protocol):
+    """The transport's callbacks, passed on to the source."""
+
+    def __init__(self, source: StreamSource) -> None:
+        self._source = source
+        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def data_received(self, data: bytes) -> None:
+        self._source.deliver(data)
+
+    def eof_received(self) -> bool:
+        self._source.finish()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._source.finish(exc)
+        if not self.lost.done():
+            self.lost.set_result(None)
 
 
 class StreamSource(ByteSource):
@@ -138,23 +204,54 @@ class StreamSource(ByteSource):
 
     def __init__(self, endpoint: Endpoint) -> None:
         super().__init__(endpoint)
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
+        self._transport: asyncio.BaseTransport | None = None
+        self._protocol: _Receiving | None = None
 
-    async def open(self) -> None:
-        """Open the port or connect to the bridge."""
-        self._reader, self._writer = await open_stream(self.endpoint)
+    async def _start(self) -> None:
+        """Open the port or connect to the bridge; raises CannotConnect."""
+        endpoint = self.endpoint
+        loop = asyncio.get_running_loop()
+        transport: asyncio.BaseTransport
+        protocol: asyncio.BaseProtocol
+        try:
+            if endpoint.connection_type == CONNECTION_NETWORK:
+                assert endpoint.host is not None, "a bridge endpoint has a host and a port"
+                assert endpoint.port is not None, "a bridge endpoint has a host and a port"
+                async with asyncio.timeout(CONNECT_TIMEOUT):
+                    transport, protocol = await loop.create_connection(
+                        lambda: _Receiving(self), endpoint.host, endpoint.port
+                    )
+                sock = transport.get_extra_info("socket")
+                if sock is not None:
+                    # A bridge that vanishes without a FIN is otherwise only noticed by silence.
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            else:
+                transport, protocol = await serial_asyncio_fast.create_serial_connection(
+                    loop,
+                    lambda: _Receiving(self),
+                    url=endpoint.device or "",
+                    baudrate=BAUDRATE,
+                    bytesize=8,
+                    parity="N",
+                    stopbits=1,
+                )
+        except (OSError, TimeoutError, ValueError) as err:
+            # pyserial's SerialException is an OSError; ValueError is a malformed path or port.
+            raise CannotConnect(f"cannot open {endpoint}: {err}") from err
+        assert isinstance(protocol, _Receiving)
+        self._transport, self._protocol = transport, protocol
 
-    async def read(self) -> bytes:
-        """Up to READ_CHUNK bytes, whatever has arrived."""
-        assert self._reader is not None
-        return await self._reader.read(READ_CHUNK)
-
-    async def close(self) -> None:
-        """Close the port or the connection (one connection at a time: ser2net allows one)."""
-        writer, self._writer, self._reader = self._writer, None, None
-        if writer is not None:
-            await close_stream(writer)
+    async def _stop(self) -> None:
+        """Close the port or the connection and wait until it is closed (one connection at a
+        time: ser2net allows one)."""
+        transport, protocol = self._transport, self._protocol
+        self._transport = self._protocol = None
+        if transport is None or protocol is None:
+            return
+        transport.close()
+        with suppress(TimeoutError):
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await protocol.lost
 
 
 def source_for(hass: HomeAssistant, endpoint: Endpoint) -> ByteSource:
@@ -165,37 +262,6 @@ def source_for(hass: HomeAssistant, endpoint: Endpoint) -> ByteSource:
 
         return MqttSource(hass, endpoint)
     return StreamSource(endpoint)
-
-
-async def open_stream(endpoint: Endpoint) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """Open the meter's byte stream; raises CannotConnect."""
-    try:
-        if endpoint.connection_type == CONNECTION_NETWORK:
-            async with asyncio.timeout(CONNECT_TIMEOUT):
-                reader, writer = await asyncio.open_connection(endpoint.host, endpoint.port)
-            sock = writer.get_extra_info("socket")
-            if sock is not None:
-                # A bridge that vanishes without a FIN is otherwise only noticed by silence.
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-            return reader, writer
-        return await serial_asyncio_fast.open_serial_connection(
-            url=endpoint.device,
-            baudrate=BAUDRATE,
-            bytesize=8,
-            parity="N",
-            stopbits=1,
-        )
-    except (OSError, TimeoutError, ValueError) as err:
-        # pyserial's SerialException is an OSError; ValueError is a malformed path or port.
-        raise CannotConnect(f"cannot open {endpoint}: {err}") from err
-
-
-async def close_stream(writer: asyncio.StreamWriter) -> None:
-    """Close a stream, whatever state the other end left it in."""
-    writer.close()
-    with suppress(OSError, TimeoutError):
-        async with asyncio.timeout(CLOSE_TIMEOUT):
-            await writer.wait_closed()
 
 
 async def probe(
@@ -209,29 +275,35 @@ async def probe(
     """
     if timeout is None:
         timeout = const.PROBE_TIMEOUT
-    await source.open()
     decoder = TelegramDecoder(key)
+    found: list[Telegram] = []
+
+    def received(data: bytes) -> None:
+        for item in decoder.feed(data):
+            if isinstance(item, Telegram):
+                found.append(item)
+                source.finish()
+                return
+            if isinstance(item, DecryptionError):
+                raise InvalidKey("the decryption key does not verify")
+            if isinstance(item, MissingKeyError):
+                raise KeyRequired("the meter encrypts its telegrams: a key is needed")
+
+    await source.open(received)
     try:
         async with asyncio.timeout(timeout):
-            while True:
-                try:
-                    data = await source.read()
-                except OSError as err:
-                    raise CannotConnect(f"reading {source} failed: {err}") from err
-                if not data:
-                    if decoder.stats.bytes:
-                        raise NotAMeter(f"{source} closed without sending a telegram")
-                    raise CannotConnect(f"{source} closed the connection")
-                for item in decoder.feed(data):
-                    if isinstance(item, Telegram):
-                        return item
-                    if isinstance(item, DecryptionError):
-                        raise InvalidKey("the decryption key does not verify")
-                    if isinstance(item, MissingKeyError):
-                        raise KeyRequired("the meter encrypts its telegrams: a key is needed")
+            try:
+                await source.wait_ended()
+            except OSError as err:
+                raise CannotConnect(f"reading {source} failed: {err}") from err
     except TimeoutError:
         if decoder.stats.bytes:
             raise NotAMeter(f"no telegram from {source} within {timeout:g} s") from None
         raise NoData(f"nothing received from {source} within {timeout:g} s") from None
     finally:
         await source.close()
+    if found:
+        return found[0]
+    if decoder.stats.bytes:
+        raise NotAMeter(f"{source} closed without sending a telegram")
+    raise CannotConnect(f"{source} closed the connection")

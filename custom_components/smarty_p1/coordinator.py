@@ -176,7 +176,7 @@ class SmartyCoordinator(DataUpdateCoordinator[SmartyData]):
             await self.tariff.async_load()
         self._restore_registers(await self._registers_store.async_load())
         try:
-            await self.source.open()
+            await self._open()
         except CannotConnect as err:
             raise ConfigEntryNotReady(
                 translation_domain=DOMAIN,
@@ -225,7 +225,7 @@ class SmartyCoordinator(DataUpdateCoordinator[SmartyData]):
             await asyncio.sleep(self._delay)
             self._delay = min(self._delay * 2, RECONNECT_MAX_DELAY)
             try:
-                await self.source.open()
+                await self._open()
             except CannotConnect as err:
                 LOGGER.debug("Reconnecting to %s failed: %s", self.endpoint, err)
                 continue
@@ -234,22 +234,37 @@ class SmartyCoordinator(DataUpdateCoordinator[SmartyData]):
             LOGGER.debug("Reconnected to %s", self.endpoint)
             return
 
-    async def _read(self) -> None:
-        """Read until EOF (returns), an error (raises OSError) or silence (raises _SilenceError)."""
+    async def _open(self) -> None:
+        """Open the source with a new decoder (no stale half frame); raises CannotConnect."""
         decoder = self.decoder = TelegramDecoder(self._key)
         # One stats object across connections, so counters and frame-counter checks carry over.
         decoder.stats = self.health.stats
-        self._last_valid = monotonic()
-        while True:
-            remaining = self._last_valid + SILENCE_TIMEOUT - monotonic()
-            try:
-                async with asyncio.timeout(remaining):
-                    data = await self.source.read()
-            except TimeoutError:
-                raise _SilenceError from None
-            if not data:
-                return
+
+        def received(data: bytes) -> None:
             self._process(decoder.feed(data))
+
+        await self.source.open(received)
+
+    async def _read(self) -> None:
+        """Wait while telegrams arrive: return at EOF, raise OSError or _SilenceError."""
+        self._last_valid = monotonic()
+        loop = asyncio.get_running_loop()
+        timer: asyncio.TimerHandle
+
+        def watch() -> None:
+            # One timer for the whole connection, pushed back as telegrams arrive.
+            nonlocal timer
+            remaining = self._last_valid + SILENCE_TIMEOUT - monotonic()
+            if remaining > 0:
+                timer = loop.call_later(remaining, watch)
+            else:
+                self.source.finish(_SilenceError())
+
+        timer = loop.call_later(SILENCE_TIMEOUT, watch)
+        try:
+            await self.source.wait_ended()
+        finally:
+            timer.cancel()
 
     def _process(self, items: list[Telegram | P1Error]) -> None:
         rejected = False

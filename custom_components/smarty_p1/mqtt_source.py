@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import binascii
 from collections.abc import Callable
 
@@ -13,8 +12,6 @@ from .connection import ByteSource, Endpoint, InvalidTopic, MqttNotSetUp
 from .const import LOGGER
 from .validation import vol
 
-# Messages waiting for the reader: a reader that stalls must not let memory grow without end.
-MAX_QUEUED = 256
 # Whitespace a dongle may put in hex text (line breaks every 32 bytes and the like).
 _HEX_SPACE = b" \t\r\n"
 
@@ -44,11 +41,9 @@ class MqttSource(ByteSource):
         super().__init__(endpoint)
         self.hass = hass
         self.retained_dropped = 0
-        self.overflow_dropped = 0
-        self._queue: asyncio.Queue[bytes] = asyncio.Queue(MAX_QUEUED)
         self._unsubscribe: Callable[[], None] | None = None
 
-    async def open(self) -> None:
+    async def _start(self) -> None:
         """Subscribe to the topic; MqttNotSetUp when Home Assistant has no MQTT connection."""
         try:
             topic = mqtt.valid_subscribe_topic(self.endpoint.topic)
@@ -66,25 +61,10 @@ class MqttSource(ByteSource):
             self.retained_dropped += 1
             LOGGER.debug("Dropped a retained message of %s (a stale frame)", message.topic)
             return
-        try:
-            self._queue.put_nowait(payload_bytes(message.payload))
-        except asyncio.QueueFull:
-            self.overflow_dropped += 1
+        self.deliver(payload_bytes(message.payload))
 
-    async def read(self) -> bytes:
-        """Every message that arrived since the last read, joined; waits for one."""
-        queue = self._queue
-        data = await queue.get()
-        if queue.empty():
-            return data
-        chunks = [data]
-        while not queue.empty():
-            chunks.append(queue.get_nowait())
-        return b"".join(chunks)
-
-    async def close(self) -> None:
-        """Unsubscribe; messages still queued belong to the closed session and are dropped."""
+    async def _stop(self) -> None:
+        """Unsubscribe."""
         unsubscribe, self._unsubscribe = self._unsubscribe, None
         if unsubscribe is not None:
             unsubscribe()
-        self._queue = asyncio.Queue(MAX_QUEUED)
