@@ -61,9 +61,9 @@ KEY = bytes.fromhex("5A3C9E17B2D4486F8A01C6E3D95B7F20")
 SEED = 2026
 # Telegrams before the measurement (entities are created by the first ones), and measured.
 WARMUP = int(os.environ.get("BENCH_HA_WARMUP", "20"))
-TELEGRAMS = int(os.environ.get("BENCH_HA_TELEGRAMS", "500"))
+TELEGRAMS = int(os.environ.get("BENCH_HA_TELEGRAMS", "1000"))
 # The CPU time per telegram is the best round's: a busy moment of the machine does not count.
-ROUNDS = 5
+ROUNDS = 10
 PER_ROUND = TELEGRAMS // ROUNDS
 # "ours" or "dsmr": profile that side's event loop over the measured telegrams.
 PROFILE = os.environ.get("BENCH_HA_PROFILE", "")

@@ -182,7 +182,11 @@ async def test_mqtt_not_set_up(hass: HomeAssistant, simulator: MeterSimulator) -
     entry.add_to_hass(hass)
     assert not await hass.config_entries.async_setup(entry.entry_id)
     assert entry.state is ConfigEntryState.SETUP_RETRY
-    assert "MQTT integration is not set up" in str(entry.reason)
+    # Home Assistant drops the message's final full stop.
+    assert str(entry.reason) == (
+        f"The meter is on the MQTT topic {TOPIC}, but Home Assistant's MQTT integration is not "
+        "set up"
+    )
 
 
 async def test_probe_over_mqtt_and_subscribe_failure(

@@ -100,12 +100,19 @@ class Endpoint:
             return cls(CONNECTION_MQTT, topic=data[CONF_TOPIC])
         return cls(CONNECTION_SERIAL, device=data[CONF_DEVICE])
 
-    def __str__(self) -> str:
+    @property
+    def address(self) -> str:
+        """The device path, host:port or topic alone (translated messages say which it is)."""
         if self.connection_type == CONNECTION_NETWORK:
             return f"{self.host}:{self.port}"
         if self.connection_type == CONNECTION_MQTT:
-            return f"MQTT topic {self.topic}"
+            return str(self.topic)
         return str(self.device)
+
+    def __str__(self) -> str:
+        if self.connection_type == CONNECTION_MQTT:
+            return f"MQTT topic {self.topic}"
+        return self.address
 
 
 type Receiver = Callable[[bytes], None]

@@ -181,7 +181,7 @@ class SmartyCoordinator(DataUpdateCoordinator[SmartyData]):
             raise ConfigEntryNotReady(
                 translation_domain=DOMAIN,
                 translation_key=err.error,
-                translation_placeholders={"endpoint": str(self.endpoint)},
+                translation_placeholders={"endpoint": self.endpoint.address},
             ) from err
         self.health.connected = True
         self._task = self.config_entry.async_create_background_task(

@@ -458,7 +458,9 @@ async def async_setup_entry(
         if data is None:
             return
         objects = data.telegram.objects
-        if seen.issuperset(objects) and not waiting:
+        if seen.issuperset(objects) and not any(
+            description.exists_fn(objects) for _, description, _ in waiting
+        ):
             return
         candidates = [
             *waiting,
