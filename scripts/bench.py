@@ -1,9 +1,9 @@
 """Benchmarks. ``scripts/bench [core|ha]``.
 
 core: microseconds per telegram for decrypt + verify (GCM tag and CRC) + parse of real Smarty
-frames, by our protocol core and by dsmr_parser with its MSN (encrypted Smarty) specification,
-and the ratio. dsmr_parser is installed into the environment for this benchmark only, at the
-version Home Assistant's own dsmr integration pins.
+frames (each parsed cold) and of a simulated stream, by our protocol core and by dsmr_parser with
+its MSN (encrypted Smarty) specification, and the ratio. dsmr_parser is installed into the
+environment for this benchmark only, at the version Home Assistant's own dsmr integration pins.
 
 ha: Home Assistant (the test harness's) with smarty_p1, then with core's dsmr integration set
 up for the encrypted Smarty (MSn), on the same simulated telegrams over loopback TCP: event-loop

@@ -215,6 +215,10 @@ _APPARENT = SensorDeviceClass.APPARENT_POWER
 _KW = UnitOfPower.KILO_WATT
 _KVAR = UnitOfReactivePower.KILO_VOLT_AMPERE_REACTIVE
 _KVA = UnitOfApparentPower.KILO_VOLT_AMPERE
+_VOLTAGE = SensorDeviceClass.VOLTAGE
+_V = UnitOfElectricPotential.VOLT
+_CURRENT = SensorDeviceClass.CURRENT
+_A = UnitOfElectricCurrent.AMPERE
 
 
 def _control(key: str, obis: str, *, enabled: bool) -> SmartyEntityDescription:
@@ -233,8 +237,8 @@ def _current_limit(key: str, obis: str, index: int) -> SmartyEntityDescription:
         key,
         obis,
         _limit(index),
-        device_class=SensorDeviceClass.CURRENT,
-        native_unit_of_measurement=UnitOfElectricCurrent.AMPERE,
+        device_class=_CURRENT,
+        native_unit_of_measurement=_A,
         suggested_display_precision=0,
     )
 
@@ -281,25 +285,11 @@ _TABLE: list[SmartyEntityDescription] = [
         ("1-0:24.7.0", "1-0:44.7.0", "1-0:64.7.0"),
     ),
     *_numbered(
-        _measurement(
-            "voltage_phase",
-            "",
-            SensorDeviceClass.VOLTAGE,
-            UnitOfElectricPotential.VOLT,
-            1,
-            enabled=False,
-        ),
+        _measurement("voltage_phase", "", _VOLTAGE, _V, 1, enabled=False),
         ("1-0:32.7.0", "1-0:52.7.0", "1-0:72.7.0"),
     ),
     *_numbered(
-        _measurement(
-            "current_phase",
-            "",
-            SensorDeviceClass.CURRENT,
-            UnitOfElectricCurrent.AMPERE,
-            0,
-            enabled=False,
-        ),
+        _measurement("current_phase", "", _CURRENT, _A, 0, enabled=False),
         ("1-0:31.7.0", "1-0:51.7.0", "1-0:71.7.0"),
     ),
     _diagnostic(
