@@ -30,7 +30,7 @@ from custom_components.smarty_p1.const import (
     CONNECTION_SERIAL,
     DOMAIN,
 )
-from custom_components.smarty_p1.p1 import crc16_arc
+from custom_components.smarty_p1.p1 import crc16_arc, sources
 from custom_components.smarty_p1.p1.simulator import PtyMeter, TcpMeter
 from custom_components.smarty_p1.validation import vol
 
@@ -78,7 +78,7 @@ def ports(tmp_path: Path) -> Iterator[list[ListPortInfo]]:
     by_id.mkdir()
     with (
         patch.object(config_flow, "comports", return_value=listed),
-        patch.object(config_flow, "SERIAL_BY_ID", str(by_id)),
+        patch.object(sources, "SERIAL_BY_ID", str(by_id)),
     ):
         yield listed
 
@@ -243,7 +243,7 @@ async def test_serial_port_by_id_then_key(
     no_entry_setup: AsyncMock,
 ) -> None:
     """The port list offers the stable by-id name; an encrypted meter leads to the key step."""
-    by_id = Path(config_flow.SERIAL_BY_ID) / "usb-FTDI_FT232R_USB_UART_A10K1234-if00-port0"
+    by_id = Path(sources.SERIAL_BY_ID) / "usb-FTDI_FT232R_USB_UART_A10K1234-if00-port0"
     by_id.symlink_to(pty_meter.path)
     ports.append(
         usb_port(

@@ -15,7 +15,6 @@ from custom_components.smarty_p1.connection import (
     KeyRequired,
     NoData,
     NotAMeter,
-    StreamSource,
     probe,
 )
 from custom_components.smarty_p1.const import (
@@ -25,10 +24,11 @@ from custom_components.smarty_p1.const import (
     CONNECTION_SERIAL,
 )
 from custom_components.smarty_p1.p1.simulator import MeterSimulator, PtyMeter, TcpMeter
+from custom_components.smarty_p1.p1.sources import SerialSource, TcpSource
 
 from .conftest import KEY
 
-type Serve = Callable[[bytes, bool], Awaitable[StreamSource]]
+type Serve = Callable[[bytes, bool], Awaitable[TcpSource]]
 
 
 @pytest.fixture
@@ -36,7 +36,7 @@ async def serve() -> AsyncIterator[Serve]:
     """Loopback servers that send fixed bytes to each client, then close or stay open."""
     servers: list[asyncio.Server] = []
 
-    async def start(payload: bytes, close: bool) -> StreamSource:
+    async def start(payload: bytes, close: bool) -> TcpSource:
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             writer.write(payload)
             await writer.drain()
@@ -46,9 +46,7 @@ async def serve() -> AsyncIterator[Serve]:
 
         server = await asyncio.start_server(handle, "127.0.0.1", 0)
         servers.append(server)
-        return StreamSource(
-            Endpoint(CONNECTION_NETWORK, host="127.0.0.1", port=server.sockets[0].getsockname()[1])
-        )
+        return TcpSource("127.0.0.1", server.sockets[0].getsockname()[1])
 
     yield start
     for server in servers:
@@ -76,15 +74,13 @@ def test_endpoint_from_entry_data() -> None:
 
 async def test_probe_tcp_meter(tcp_meter: TcpMeter, simulator: MeterSimulator) -> None:
     """The first telegram from a bridge, with the right key."""
-    telegram = await probe(
-        StreamSource(Endpoint(CONNECTION_NETWORK, host="127.0.0.1", port=tcp_meter.port)), KEY, 2
-    )
+    telegram = await probe(TcpSource("127.0.0.1", tcp_meter.port), KEY, 2)
     assert telegram.serial == simulator.serial
 
 
 async def test_probe_errors_on_pty(pty_meter: PtyMeter) -> None:
     """Wrong key, no key: specific errors, with no key material in the message."""
-    endpoint = StreamSource(Endpoint(CONNECTION_SERIAL, device=pty_meter.path))
+    endpoint = SerialSource(pty_meter.path)
     wrong = bytes(range(16))
     with pytest.raises(InvalidKey) as err:
         await probe(endpoint, wrong, 2)
@@ -110,7 +106,7 @@ async def test_probe_stream_errors(serve: Serve) -> None:
 async def test_probe_unplugged_during_read(simulator: MeterSimulator) -> None:
     """The cable pulled while the probe reads: cannot_connect."""
     meter = PtyMeter(simulator, count=0)
-    endpoint = StreamSource(Endpoint(CONNECTION_SERIAL, device=meter.path))
+    endpoint = SerialSource(meter.path)
     task = asyncio.create_task(probe(endpoint, KEY, 2))
     await asyncio.sleep(0.1)
     meter.close()
@@ -137,4 +133,4 @@ async def test_a_receiver_error_ends_the_session(serve: Serve) -> None:
     await source.close()
     # Closing twice, or a source never opened, is harmless.
     await source.close()
-    await StreamSource(Endpoint(CONNECTION_NETWORK, host="127.0.0.1", port=9)).close()
+    await TcpSource("127.0.0.1", 9).close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import timedelta
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,12 @@ from custom_components.smarty_p1.const import (
     DOMAIN,
 )
 from custom_components.smarty_p1.coordinator import SmartyCoordinator
-from custom_components.smarty_p1.p1.simulator import MeterSimulator, PtyMeter, TcpMeter
+from custom_components.smarty_p1.p1.simulator import (
+    MeterSimulator,
+    PtyMeter,
+    TcpMeter,
+    meter_time,
+)
 
 from .conftest import KEY, encrypt, make_entry, setup, state_of, wait_for, with_values
 
@@ -42,13 +48,13 @@ def sensor_id(hass: HomeAssistant, serial: str, suffix: str) -> str:
     return found
 
 
-def warnings(caplog: pytest.LogCaptureFixture, text: str) -> int:
-    """How many records of our logger at WARNING or above contain text."""
+def warnings(caplog: pytest.LogCaptureFixture, text: str, level: int = logging.WARNING) -> int:
+    """How many records of our logger at level or above contain text."""
     return sum(
         1
         for record in caplog.records
         if record.name.startswith(LOGGER_NAME)
-        and record.levelno >= logging.WARNING
+        and record.levelno >= level
         and text in record.getMessage()
     )
 
@@ -64,12 +70,18 @@ def base_telegram(simulator: MeterSimulator) -> bytes:
 
 
 @pytest.fixture
-def send(quiet_pty: PtyMeter) -> Callable[[bytes], None]:
-    """Encrypt a telegram with the meter's key and put it on the line."""
+def send(quiet_pty: PtyMeter, simulator: MeterSimulator) -> Callable[..., None]:
+    """Encrypt a telegram with the meter's key and put it on the line, its meter time a minute
+    after the last one's (registers may rise by what a meter counts in a minute); a damaged
+    telegram (``as_is``) goes as it is."""
     counter = iter(range(1000, 100_000))
 
-    def send(telegram: bytes) -> None:
-        quiet_pty.inject(encrypt(telegram, next(counter)))
+    def send(telegram: bytes, *, as_is: bool = False) -> None:
+        number = next(counter)
+        if not as_is:
+            moment = simulator.now + timedelta(minutes=number - 999)
+            telegram = with_values(telegram, **{"0-0:1.0.0": meter_time(moment)})
+        quiet_pty.inject(encrypt(telegram, number))
 
     return send
 
@@ -86,7 +98,7 @@ async def published(hass: HomeAssistant, coordinator: SmartyCoordinator, count: 
     """Wait until the coordinator has accepted count telegrams in total."""
     await wait_for(
         hass,
-        lambda: coordinator.health.stats.telegrams + coordinator.health.foreign_telegrams >= count,
+        lambda: coordinator.health.stats.telegrams + coordinator.health.guard.foreign >= count,
     )
 
 
@@ -120,7 +132,7 @@ async def test_pty_unplugged_and_back(
     await wait_for(hass, lambda: state_of(hass, energy).state == STATE_UNAVAILABLE)
     # Several reconnect attempts fail while the cable is out: none of them logs a warning.
     await asyncio.sleep(0.5)
-    assert warnings(caplog, "Lost the connection") == 1
+    assert warnings(caplog, "Lost the connection", logging.INFO) == 1
     assert coordinator.health.as_dict()["connected"] is False
 
     with PtyMeter(simulator) as replugged:
@@ -130,7 +142,7 @@ async def test_pty_unplugged_and_back(
         assert coordinator.health.as_dict()["connected"] is True
         restored = [r for r in caplog.records if "restored" in r.getMessage()]
         assert len(restored) == 1
-        assert warnings(caplog, "Lost the connection") == 1
+        assert warnings(caplog, "Lost the connection", logging.INFO) == 1
         assert await hass.config_entries.async_unload(entry.entry_id)
 
 
@@ -170,8 +182,8 @@ async def test_silence_means_reconnect(
         await wait_for(hass, lambda: not coordinator.last_update_success)
         assert meter.done
         await wait_for(hass, lambda: coordinator.health.reconnects >= 2)
-        assert warnings(caplog, "no valid telegram for 0.3 s") == 1
-        assert warnings(caplog, "Lost the connection") == 1
+        assert warnings(caplog, "no valid telegram for 0.3 s", logging.INFO) == 1
+        assert warnings(caplog, "Lost the connection", logging.INFO) == 1
         assert await hass.config_entries.async_unload(entry.entry_id)
 
 
@@ -203,7 +215,7 @@ async def test_no_reauth_for_a_single_bad_frame(
     hass: HomeAssistant,
     quiet_entry: MockConfigEntry,
     base_telegram: bytes,
-    send: Callable[[bytes], None],
+    send: Callable[..., None],
     quiet_pty: PtyMeter,
 ) -> None:
     """A damaged frame between good ones resets nothing and starts no reauth."""
@@ -229,7 +241,7 @@ async def test_energy_never_goes_backwards(
     quiet_entry: MockConfigEntry,
     simulator: MeterSimulator,
     base_telegram: bytes,
-    send: Callable[[bytes], None],
+    send: Callable[..., None],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A lower register reading is not published (and logged once); a real 0 is a value."""
@@ -245,7 +257,7 @@ async def test_energy_never_goes_backwards(
         send(with_values(base_telegram, **{"1-0:1.8.0": value}))
         await published(hass, coordinator, count)
         assert state_of(hass, energy).state == "100.000"
-    assert coordinator.health.energy_regressions == 2
+    assert coordinator.health.guard.lower == 2
     assert warnings(caplog, "lower reading") == 1
 
     send(with_values(base_telegram, **{"1-0:1.8.0": "000100.001*kWh"}))
@@ -260,12 +272,12 @@ async def test_registers_survive_a_restart(
     quiet_entry: MockConfigEntry,
     simulator: MeterSimulator,
     base_telegram: bytes,
-    send: Callable[[bytes], None],
+    send: Callable[..., None],
     hass_storage: dict[str, Any],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """After a restart, a first reading below the last one recorded is still not published."""
-    monkeypatch.setattr(coordinator_module, "REGISTERS_SAVE_INTERVAL", 0.0)
+    monkeypatch.setattr(coordinator_module, "REGISTERS_SAVE_DELAY", 0.0)
     quiet_entry.add_to_hass(hass)
     hass_storage[f"smarty_p1.{quiet_entry.entry_id}.registers"] = {
         "version": 1,
@@ -278,27 +290,28 @@ async def test_registers_survive_a_restart(
     await published(hass, coordinator, 1)
     energy = sensor_id(hass, simulator.serial, "1-0:1.8.0_energy_import")
     assert state_of(hass, energy).state == "100.000"
-    assert coordinator.health.energy_regressions == 1
+    assert coordinator.health.guard.lower == 1
 
     send(with_values(base_telegram, **{"1-0:1.8.0": "000100.500*kWh"}))
     await published(hass, coordinator, 2)
     # Written while running (here the save interval is 0), not only at shutdown: a power cut
     # must not lose it.
+    key = f"smarty_p1.{quiet_entry.entry_id}.registers"
     await wait_for(
         hass,
-        lambda: (
-            hass_storage[f"smarty_p1.{quiet_entry.entry_id}.registers"]["data"]["registers"][
-                "1-0:1.8.0"
-            ]
-            == ["100.500", "kWh"]
-        ),
+        lambda: hass_storage[key]["data"]["registers"]["1-0:1.8.0"]["value"] == "100.500",
     )
+    saved = hass_storage[key]
+    # Migrated to 1.2, which keeps the meter time the next rise is measured from.
+    assert (saved["version"], saved["minor_version"]) == (1, 2)
+    assert saved["data"]["registers"]["1-0:1.8.0"]["unit"] == "kWh"
+    assert saved["data"]["registers"]["1-0:1.8.0"]["time"] is not None
 
     send(with_values(base_telegram, **{"1-0:1.8.0": "000100.600*kWh"}))
     await published(hass, coordinator, 3)
     assert await hass.config_entries.async_unload(quiet_entry.entry_id)
     stored = hass_storage[f"smarty_p1.{quiet_entry.entry_id}.registers"]["data"]
-    assert stored["registers"]["1-0:1.8.0"] == ["100.600", "kWh"]
+    assert stored["registers"]["1-0:1.8.0"]["value"] == "100.600"
 
     await hass.config_entries.async_remove(quiet_entry.entry_id)
     assert f"smarty_p1.{quiet_entry.entry_id}.registers" not in hass_storage
@@ -310,7 +323,7 @@ async def test_new_mbus_meter_starts_from_its_own_reading(
     quiet_entry: MockConfigEntry,
     simulator: MeterSimulator,
     base_telegram: bytes,
-    send: Callable[[bytes], None],
+    send: Callable[..., None],
 ) -> None:
     """A replaced gas meter (new equipment id) starts low: that is not a glitch."""
     coordinator = await setup(hass, quiet_entry)
@@ -327,7 +340,7 @@ async def test_new_mbus_meter_starts_from_its_own_reading(
     send(swapped)
     await published(hass, coordinator, 2)
     assert state_of(hass, gas).state == "0.012"
-    assert coordinator.health.energy_regressions == 0
+    assert coordinator.health.guard.lower == 0
     assert await hass.config_entries.async_unload(quiet_entry.entry_id)
 
 
@@ -337,7 +350,7 @@ async def test_state_written_only_on_change(
     quiet_entry: MockConfigEntry,
     simulator: MeterSimulator,
     base_telegram: bytes,
-    send: Callable[[bytes], None],
+    send: Callable[..., None],
 ) -> None:
     """An unchanged telegram writes no state; one changed value writes only what depends on it."""
     coordinator = await setup(hass, quiet_entry)
@@ -373,7 +386,7 @@ async def test_min_interval_averages_power(
     simulator: MeterSimulator,
     quiet_pty: PtyMeter,
     base_telegram: bytes,
-    send: Callable[[bytes], None],
+    send: Callable[..., None],
 ) -> None:
     """Within the window nothing is published; then power is the mean, energy the latest."""
     entry = make_entry(
@@ -411,7 +424,7 @@ async def test_other_meter_on_the_port_is_ignored(
     quiet_entry: MockConfigEntry,
     simulator: MeterSimulator,
     base_telegram: bytes,
-    send: Callable[[bytes], None],
+    send: Callable[..., None],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Telegrams with another serial never reach this meter's entities."""
@@ -427,7 +440,7 @@ async def test_other_meter_on_the_port_is_ignored(
     send(other)
     send(other)
     await published(hass, coordinator, 3)
-    assert coordinator.health.foreign_telegrams == 2
+    assert coordinator.health.guard.foreign == 2
     assert state_of(hass, energy).state == before
     assert warnings(caplog, "another meter") == 1
     assert await hass.config_entries.async_unload(quiet_entry.entry_id)
@@ -439,7 +452,7 @@ async def test_crc_errors_counted_not_published(
     quiet_entry: MockConfigEntry,
     simulator: MeterSimulator,
     base_telegram: bytes,
-    send: Callable[[bytes], None],
+    send: Callable[..., None],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A telegram whose CRC is wrong is counted in its sensor; its values go nowhere."""
@@ -450,7 +463,7 @@ async def test_crc_errors_counted_not_published(
     before = state_of(hass, energy).state
     damaged = base_telegram.replace(b"1-0:1.8.0(0", b"1-0:1.8.0(9")
     for _ in range(3):
-        send(damaged)
+        send(damaged, as_is=True)
     await wait_for(hass, lambda: coordinator.health.stats.rejected["crc"] == 3)
     assert state_of(hass, sensor_id(hass, simulator.serial, "rejected_crc")).state == "3"
     assert state_of(hass, energy).state == before

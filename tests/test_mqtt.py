@@ -134,7 +134,7 @@ async def test_replayed_frame_is_not_news(
         await wait_for(hass, lambda: coordinator.health.stats.telegrams >= 2)
     before = state_of(hass, energy_id(hass, simulator)).state
     await publish(hass, TOPIC, old)
-    await wait_for(hass, lambda: coordinator.health.stale_telegrams == 1)
+    await wait_for(hass, lambda: coordinator.health.guard.stale == 1)
     assert state_of(hass, energy_id(hass, simulator)).state == before
 
 

@@ -211,8 +211,8 @@ async def test_each_accepted_telegram_reaches_a_client_exactly(
     ]
     for bad in refused:
         await send_frame(hass, quiet_pty, coordinator, bad)
-    assert coordinator.health.stale_telegrams == 1
-    assert coordinator.health.foreign_telegrams == 1
+    assert coordinator.health.guard.stale == 1
+    assert coordinator.health.guard.foreign == 1
     frame = simulator.next_frame()
     await send_frame(hass, quiet_pty, coordinator, frame)
     telegram = await first.telegram()

@@ -27,7 +27,7 @@ from homeassistant.helpers.entity import EntityDescription
 from homeassistant.helpers.translation import async_get_translations
 
 from custom_components.smarty_p1 import config_flow
-from custom_components.smarty_p1.connection import ProbeError
+from custom_components.smarty_p1.connection import SourceError
 from custom_components.smarty_p1.const import DOMAIN
 from custom_components.smarty_p1.validation import vol
 
@@ -435,10 +435,10 @@ def flow_uses(source: Source) -> list[Use]:
 
 
 def probe_error_uses() -> list[Use]:
-    """The config flow shows the error named by any ProbeError the probe raises."""
+    """The config flow shows the error named by any SourceError the probe raises."""
     return [
         Use(("config", "error", cls.error), f"{cls.__module__}.{cls.__name__}")
-        for cls in with_subclasses(ProbeError)
+        for cls in with_subclasses(SourceError)
     ]
 
 

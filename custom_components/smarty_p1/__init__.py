@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from homeassistant.config_entries import ConfigEntryState
 from homeassistant.const import Platform
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import device_registry as dr
 
+from .const import DOMAIN
 from .coordinator import SmartyConfigEntry, SmartyCoordinator, SmartyData, registers_store
 from .entity import device_identifier, meter_device
 from .p1 import mbus_channel
@@ -45,12 +47,20 @@ async def async_remove_entry(hass: HomeAssistant, entry: SmartyConfigEntry) -> N
 async def async_remove_config_entry_device(
     hass: HomeAssistant, entry: SmartyConfigEntry, device: dr.DeviceEntry
 ) -> bool:
-    """Let the user delete an M-Bus meter's device once its channel is gone from the telegram."""
+    """Let the user delete an M-Bus meter's device once its channel is gone from the telegram.
+
+    The meter's own device stays while the entry exists. While the entry is not loaded (its
+    port missing, say) nothing tells which channels report, so an M-Bus device may go: it comes
+    back with its channel's next reading.
+    """
+    meter = (DOMAIN, entry.unique_id or entry.entry_id)
+    if entry.state is not ConfigEntryState.LOADED:
+        return meter not in device.identifiers
     coordinator = entry.runtime_data
     # None until the first telegram, whatever the coordinator's type says.
     data: SmartyData | None = coordinator.data
     if data is None:
-        return False
+        return meter not in device.identifiers
     channels = {mbus_channel(obis) for obis in data.telegram.objects if obis.endswith(":24.1.0")}
     reported = {device_identifier(coordinator, channel) for channel in channels | {None}}
     return reported.isdisjoint(device.identifiers)

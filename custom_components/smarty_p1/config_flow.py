@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from contextlib import suppress
 from typing import Any, override
 
 from homeassistant.config_entries import (
@@ -33,7 +32,7 @@ from homeassistant.helpers.selector import (
 )
 from serial.tools.list_ports import comports
 
-from .connection import Endpoint, InvalidKey, KeyRequired, ProbeError, probe, source_for
+from .connection import Endpoint, InvalidKey, KeyRequired, SourceError, probe, source_for
 from .const import (
     CONF_CONNECTION_TYPE,
     CONF_DECRYPTION_KEY,
@@ -53,12 +52,11 @@ from .const import (
     LOGGER,
 )
 from .p1 import InvalidKeyFormatError, normalize_key
+from .p1.sources import by_id_names
 from .rebroadcast import Rebroadcaster, async_port_free, listen_address
 from .tariff import REFERENCE_POWERS
 from .validation import vol
 
-# udev's names for USB serial adapters: unlike /dev/ttyUSB0 they survive replugging and reboots.
-SERIAL_BY_ID = "/dev/serial/by-id"
 MANUAL_PATH = "manual"
 # An entry in these states holds the port, or is about to grab it again on a retry timer.
 _HOLDS_PORT = (ConfigEntryState.LOADED, ConfigEntryState.SETUP_RETRY)
@@ -131,10 +129,7 @@ def list_serial_ports() -> list[SelectOptionDict]:
 
     Blocking (it reads sysfs): run it in the executor.
     """
-    by_id: dict[str, str] = {}
-    with suppress(OSError):
-        for link in sorted(os.scandir(SERIAL_BY_ID), key=lambda link: link.name):
-            by_id.setdefault(os.path.realpath(link.path), link.path)
+    by_id = by_id_names()
     options = []
     for port in comports():
         path = by_id.get(os.path.realpath(port.device), port.device)
@@ -144,7 +139,8 @@ def list_serial_ports() -> list[SelectOptionDict]:
         label = f"{path} ({', '.join(details)})" if details else path
         options.append(SelectOptionDict(value=path, label=label))
     # The stable names first: they are the ones to pick.
-    options.sort(key=lambda option: (not option["value"].startswith(SERIAL_BY_ID), option["value"]))
+    stable = set(by_id.values())
+    options.sort(key=lambda option: (option["value"] not in stable, option["value"]))
     return options
 
 
@@ -356,7 +352,7 @@ class SmartyConfigFlow(ConfigFlow, domain=DOMAIN):
             await self.hass.config_entries.async_unload(released.entry_id)
         try:
             serial = await self._async_read_serial()
-        except ProbeError as err:
+        except SourceError as err:
             if released is not None:
                 await self.hass.config_entries.async_setup(released.entry_id)
             return err.error
@@ -375,23 +371,23 @@ class SmartyConfigFlow(ConfigFlow, domain=DOMAIN):
         return self.async_update_reload_and_abort(entry, data=data)
 
     async def _async_read_serial(self) -> str:
-        """The serial number in the first telegram that verifies; ProbeError otherwise."""
+        """The serial number in the first telegram that verifies; SourceError otherwise."""
         endpoint = Endpoint.from_data(self._connection)
         key = bytes.fromhex(self._key) if self._key is not None else None
         try:
             telegram = await probe(source_for(self.hass, endpoint), key)
-        except ProbeError as err:
+        except SourceError as err:
             LOGGER.debug("Probe of %s failed: %s", endpoint, err)
             raise
         except Exception as err:
             LOGGER.exception("Unexpected error while probing %s", endpoint)
-            raise ProbeError from err
+            raise SourceError from err
         if telegram.serial is None:
             raise NoSerialError
         return telegram.serial
 
 
-class NoSerialError(ProbeError):
+class NoSerialError(SourceError):
     """A telegram arrived but without the serial number that identifies the meter."""
 
     error = "no_serial"

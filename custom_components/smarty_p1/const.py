@@ -31,15 +31,10 @@ CONF_RATE_OVERRUN: Final = "rate_overrun"
 CONF_REBROADCAST_PORT: Final = "rebroadcast_port"
 CONF_REBROADCAST_ALL_INTERFACES: Final = "rebroadcast_all_interfaces"
 
-BAUDRATE: Final = 115200
 # The meter sends every 10 s; a telegram may take a while after the port opens.
 PROBE_TIMEOUT: Final = 25.0
-# No valid telegram for this long means the connection is dead: reconnect.
-SILENCE_TIMEOUT: Final = 60.0
 # Tag failures for this long on a meter that worked before mean a new key: reauthenticate.
 AUTH_FAILURE_WINDOW: Final = 60.0
-RECONNECT_MIN_DELAY: Final = 1.0
-RECONNECT_MAX_DELAY: Final = 60.0
 
 MANUFACTURER: Final = "Sagemcom"
 MODEL: Final = "T210-D"

@@ -1,4 +1,9 @@
-"""The push coordinator: one reader task per meter, telegrams in, entity updates out."""
+"""The push coordinator: one reading session per meter, judged telegrams in, entity updates out.
+
+Reading through cuts (p1/session.py) and judging telegrams (p1/guard.py) are the protocol
+core's, shared with the console reader and the MQTT bridge; what is Home Assistant's is here:
+availability, reauthentication, storage, the minimum update interval and the tariff.
+"""
 
 from __future__ import annotations
 
@@ -15,10 +20,10 @@ from homeassistant.config_entries import ConfigEntry
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import ConfigEntryNotReady
 from homeassistant.helpers.storage import Store
-from homeassistant.helpers.update_coordinator import DataUpdateCoordinator
+from homeassistant.helpers.update_coordinator import DataUpdateCoordinator, UpdateFailed
 from homeassistant.util import dt as dt_util
 
-from .connection import CannotConnect, Endpoint, source_for
+from .connection import Endpoint, source_for
 from .const import (
     AUTH_FAILURE_WINDOW,
     CONF_DECRYPTION_KEY,
@@ -27,57 +32,60 @@ from .const import (
     DEFAULT_MIN_INTERVAL,
     DOMAIN,
     LOGGER,
+)
+from .p1 import CosemObject, DecoderStats, P1Error, Telegram, TelegramDecoder, parse_key
+from .p1.guard import GuardStats, TelegramGuard
+from .p1.session import (
     RECONNECT_MAX_DELAY,
     RECONNECT_MIN_DELAY,
     SILENCE_TIMEOUT,
+    MeterSession,
 )
-from .p1 import CosemObject, DecoderStats, P1Error, Telegram, TelegramDecoder, parse_key
+from .p1.sources import ByteSource, CannotConnect
 from .rebroadcast import Rebroadcaster
 from .tariff_runtime import TariffRuntime
 
 type SmartyConfigEntry = ConfigEntry[SmartyCoordinator]
 
-# Registers that only ever count up: a lower reading is a glitch and is never published.
-_MONOTONIC: tuple[str, ...] = (
-    "1-0:1.8.0",
-    "1-0:2.8.0",
-    "1-0:3.8.0",
-    "1-0:4.8.0",
-    "1-0:1.8.1",
-    "1-0:1.8.2",
-    "1-0:2.8.1",
-    "1-0:2.8.2",
-    *(f"0-{channel}:24.2.{d}" for channel in range(1, 5) for d in (1, 3)),
-)
-# A new M-Bus meter on a channel starts from its own reading: forget the old one's.
-_MBUS_IDS: tuple[tuple[int, str], ...] = tuple(
-    (channel, f"0-{channel}:96.1.0") for channel in range(1, 5)
-)
+# Written at most this long after the registers change; Home Assistant's final write at
+# shutdown flushes a pending one. A power cut loses at most this much of their progress, which
+# only weakens the plausibility check for that short span.
+REGISTERS_SAVE_DELAY: Final = 300.0
 
 
-# Written at most this often while telegrams arrive (and at every shutdown): a restart loses at
-# most this much of the registers' progress, which only weakens the check for that short span.
-REGISTERS_SAVE_INTERVAL: Final = 300.0
+class RegistersStore(Store[dict[str, Any]]):
+    """The judged state of the meter's registers (p1/guard.py), kept across restarts.
+
+    1.1 kept ``[value, unit]`` per register; 1.2 adds the meter time of the reading, which the
+    plausibility of the next rise is measured from (unknown for readings stored by 1.1).
+    """
+
+    async def _async_migrate_func(
+        self, old_major_version: int, old_minor_version: int, old_data: dict[str, Any]
+    ) -> dict[str, Any]:
+        if old_minor_version < 2:
+            old_data["registers"] = {
+                code: {"value": value, "unit": unit, "time": None}
+                for code, (value, unit) in old_data.get("registers", {}).items()
+            }
+        return old_data
 
 
-def registers_store(hass: HomeAssistant, entry: ConfigEntry) -> Store[dict[str, Any]]:
+def registers_store(hass: HomeAssistant, entry: ConfigEntry) -> RegistersStore:
     """Where an entry keeps its last accepted energy registers and M-Bus identifiers."""
-    return Store(hass, 1, f"{DOMAIN}.{entry.entry_id}.registers")
+    return RegistersStore(hass, 1, f"{DOMAIN}.{entry.entry_id}.registers", minor_version=2)
 
 
 _ZERO = Decimal(0)
-
-
-class _SilenceError(Exception):
-    """No valid telegram for SILENCE_TIMEOUT seconds."""
 
 
 @dataclass(frozen=True, slots=True)
 class SmartyData:
     """What the entities show.
 
-    ``objects`` is the telegram's objects, with a glitching energy register held at its last
-    accepted reading and, over a minimum update interval, instantaneous values averaged.
+    ``telegram`` is the judged telegram (an implausible register held at its last accepted
+    reading); ``objects`` its objects, instantaneous values averaged over a minimum update
+    interval.
     """
 
     telegram: Telegram
@@ -90,10 +98,8 @@ class Health:
     """Counters of one coordinator's life, shown as diagnostic entities and in diagnostics."""
 
     stats: DecoderStats = field(default_factory=DecoderStats)
+    guard: GuardStats = field(default_factory=GuardStats)
     reconnects: int = 0
-    foreign_telegrams: int = 0
-    energy_regressions: int = 0
-    stale_telegrams: int = 0
     last_telegram: datetime | None = None
     connected: bool = False
 
@@ -101,10 +107,8 @@ class Health:
         """The JSON view used by diagnostics."""
         return {
             **self.stats.as_dict(),
+            **self.guard.as_dict(),
             "reconnects": self.reconnects,
-            "foreign_telegrams": self.foreign_telegrams,
-            "energy_regressions": self.energy_regressions,
-            "stale_telegrams": self.stale_telegrams,
             "last_telegram": self.last_telegram.isoformat() if self.last_telegram else None,
             "connected": self.connected,
         }
@@ -130,26 +134,28 @@ class SmartyCoordinator(DataUpdateCoordinator[SmartyData]):
     def __init__(self, hass: HomeAssistant, entry: SmartyConfigEntry) -> None:
         super().__init__(hass, LOGGER, config_entry=entry, name=f"{DOMAIN} {entry.title}")
         self.endpoint = Endpoint.from_data(entry.data)
-        self.source = source_for(hass, self.endpoint)
         key_text = entry.data.get(CONF_DECRYPTION_KEY)
         self._key = parse_key(key_text) if key_text else None
         self.serial: str | None = entry.unique_id or entry.data.get(CONF_SERIAL_NUMBER)
         self.health = Health()
+        self.guard = TelegramGuard(self.serial)
+        self.health.guard = self.guard.stats
+        self.session = MeterSession(
+            source_for(hass, self.endpoint),
+            self._new_decoder,
+            self._process,
+            on_lost=self._lost,
+            on_connected=self._connected,
+            # Read here, not at import, so that tests can shorten them.
+            silence_timeout=SILENCE_TIMEOUT,
+            min_delay=RECONNECT_MIN_DELAY,
+            max_delay=RECONNECT_MAX_DELAY,
+        )
         self._task: asyncio.Task[None] | None = None
-        # The decoder of the current connection (a new one per connection: no stale half frame).
-        self.decoder: TelegramDecoder | None = None
-        self._delay = RECONNECT_MIN_DELAY
-        self._last_valid = 0.0
         # Auth failures: since when every frame has failed, and whether reauth is started.
         self._failing_since: float | None = None
         self._reauth_started = False
-        # Energy registers' last accepted objects, and M-Bus equipment ids per channel.
-        self._accepted: dict[str, CosemObject] = {}
-        self._mbus_ids: dict[int, object] = {}
         self._logged: set[str] = set()
-        # Frame counter and meter time of the last accepted telegram: a replay is not news.
-        self._last_counter: int | None = None
-        self._last_clock: datetime | None = None
         # Min-interval window: sums and counts of instantaneous values since the last publish.
         self._sums: dict[str, Decimal] = {}
         self._counts: dict[str, int] = {}
@@ -158,11 +164,19 @@ class SmartyCoordinator(DataUpdateCoordinator[SmartyData]):
         # The accepted registers survive a restart, so a glitch in the first telegram after one
         # cannot pull a total below what Home Assistant already recorded.
         self._registers_store = registers_store(hass, entry)
-        # Store.async_delay_save postpones a pending write on every call, and the registers change
-        # every 10 s: the interval is kept here, so the write really happens.
-        self._registers_due = 0.0
+        self._save_pending = False
         # Set by the entry's setup when the re-broadcast option is on and its port could be bound.
         self.rebroadcast: Rebroadcaster | None = None
+
+    @property
+    def source(self) -> ByteSource:
+        """The byte source of the meter."""
+        return self.session.source
+
+    @property
+    def decoder(self) -> TelegramDecoder | None:
+        """The decoder of the current connection."""
+        return self.session.decoder
 
     @property
     def min_interval(self) -> float:
@@ -170,101 +184,66 @@ class SmartyCoordinator(DataUpdateCoordinator[SmartyData]):
         applies at the next telegram without a reload."""
         return float(self.config_entry.options.get(CONF_MIN_INTERVAL, DEFAULT_MIN_INTERVAL))
 
+    def _new_decoder(self) -> TelegramDecoder:
+        decoder = TelegramDecoder(self._key)
+        # One stats object across connections, so counters and frame-counter checks carry over.
+        decoder.stats = self.health.stats
+        return decoder
+
     async def async_start(self) -> None:
         """Open the connection and start reading; raises ConfigEntryNotReady."""
         if self.tariff is not None:
             await self.tariff.async_load()
-        self._restore_registers(await self._registers_store.async_load())
+        self.guard.restore(await self._registers_store.async_load())
         try:
-            await self._open()
+            await self.session.open()
         except CannotConnect as err:
             raise ConfigEntryNotReady(
                 translation_domain=DOMAIN,
                 translation_key=err.error,
                 translation_placeholders={"endpoint": self.endpoint.address},
             ) from err
-        self.health.connected = True
         self._task = self.config_entry.async_create_background_task(
-            self.hass, self._run(), f"{DOMAIN} reader {self.endpoint}"
+            self.hass, self.session.run(), f"{DOMAIN} reader {self.endpoint}"
         )
 
     async def async_shutdown(self) -> None:
-        """Stop reading and close the port."""
+        """Stop reading, close the port, write what is kept across restarts."""
         await super().async_shutdown()
         if self._task is not None:
             self._task.cancel()
             self._task = None
-        await self._close()
+        await self.session.close()
+        self.health.connected = False
         if self.tariff is not None:
             await self.tariff.async_save()
         await self._registers_store.async_save(self._stored_registers())
 
-    async def _close(self) -> None:
+    async def _async_update_data(self) -> SmartyData:
+        """Nothing to fetch from a meter that pushes: an update request gets the last telegram
+        while the meter is connected."""
+        if self.data is None or not self.session.connected or not self.last_update_success:
+            raise UpdateFailed(
+                translation_domain=DOMAIN,
+                translation_key="no_telegram",
+                translation_placeholders={"endpoint": self.endpoint.address},
+            )
+        return self.data
+
+    def _connected(self) -> None:
+        self.health.connected = True
+        self.health.reconnects = self.session.reconnects
+
+    def _lost(self, reason: str) -> None:
         self.health.connected = False
-        await self.source.close()
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self._read()
-                reason = "the connection was closed"
-            except _SilenceError:
-                reason = f"no valid telegram for {SILENCE_TIMEOUT:g} s"
-            except OSError as err:
-                reason = str(err) or type(err).__name__
-            except Exception:
-                # A bug must not end the reading for good: log it, start over with a new decoder.
-                LOGGER.exception("Unexpected error reading %s", self.endpoint)
-                reason = "unexpected error"
-            await self._close()
-            self._set_unavailable(reason)
-            await self._reconnect()
-
-    async def _reconnect(self) -> None:
-        while True:
-            await asyncio.sleep(self._delay)
-            self._delay = min(self._delay * 2, RECONNECT_MAX_DELAY)
-            try:
-                await self._open()
-            except CannotConnect as err:
-                LOGGER.debug("Reconnecting to %s failed: %s", self.endpoint, err)
-                continue
-            self.health.reconnects += 1
-            self.health.connected = True
-            LOGGER.debug("Reconnected to %s", self.endpoint)
-            return
-
-    async def _open(self) -> None:
-        """Open the source with a new decoder (no stale half frame); raises CannotConnect."""
-        decoder = self.decoder = TelegramDecoder(self._key)
-        # One stats object across connections, so counters and frame-counter checks carry over.
-        decoder.stats = self.health.stats
-
-        def received(data: bytes) -> None:
-            self._process(decoder.feed(data))
-
-        await self.source.open(received)
-
-    async def _read(self) -> None:
-        """Wait while telegrams arrive: return at EOF, raise OSError or _SilenceError."""
-        self._last_valid = monotonic()
-        loop = asyncio.get_running_loop()
-        timer: asyncio.TimerHandle
-
-        def watch() -> None:
-            # One timer for the whole connection, pushed back as telegrams arrive.
-            nonlocal timer
-            remaining = self._last_valid + SILENCE_TIMEOUT - monotonic()
-            if remaining > 0:
-                timer = loop.call_later(remaining, watch)
-            else:
-                self.source.finish(_SilenceError())
-
-        timer = loop.call_later(SILENCE_TIMEOUT, watch)
-        try:
-            await self.source.wait_ended()
-        finally:
-            timer.cancel()
+        # A new connection starts a new averaging window: its first telegram is published.
+        self._reset_window()
+        if self.last_update_success:
+            LOGGER.info("Lost the connection to %s: %s", self.endpoint, reason)
+            self.last_update_success = False
+            self.async_update_listeners()
+        else:
+            LOGGER.debug("Still no connection to %s: %s", self.endpoint, reason)
 
     def _process(self, items: list[Telegram | P1Error]) -> None:
         rejected = False
@@ -296,120 +275,57 @@ class SmartyCoordinator(DataUpdateCoordinator[SmartyData]):
             self.config_entry.async_start_reauth(self.hass)
 
     def _accept(self, telegram: Telegram) -> bool:
-        """Publish a verified telegram; False when it belongs to another meter."""
-        serial = telegram.serial
+        """Publish a verified telegram; False when the guard refuses it."""
+        received = dt_util.utcnow()
+        judged = self.guard.judge(telegram, received)
+        if judged is None:
+            if self.guard.refused == "foreign":
+                self._log_once(
+                    "foreign", "Ignoring telegrams of another meter on %s: %s", "meter swapped?"
+                )
+            else:
+                self._log_once("stale", "Ignoring a replayed telegram from %s: %s", "stale frame")
+            return False
         if self.serial is None:
-            self.serial = serial
-        elif serial is not None and serial != self.serial:
-            self.health.foreign_telegrams += 1
-            self._log_once(
-                "foreign", "Ignoring telegrams of another meter on %s: %s", "meter swapped?"
-            )
-            return False
-        if self._stale(telegram):
-            self.health.stale_telegrams += 1
-            self._log_once("stale", "Ignoring a replayed telegram from %s: %s", "stale frame")
-            return False
-        if self.rebroadcast is not None:
+            self.serial = self.guard.serial
+        if self.rebroadcast is not None and judged is telegram:
+            # Only what is shown is passed on: a held register would reach the others' charts.
             self.rebroadcast.publish(telegram.raw)
-        self._last_valid = monotonic()
+        self.session.alive()
         self._failing_since = None
-        self._delay = RECONNECT_MIN_DELAY
-        self.health.last_telegram = dt_util.utcnow()
-        objects = self._hold_energy(telegram.objects)
+        self.health.last_telegram = received
+        if self.guard.dirty and not self._save_pending:
+            self._save_pending = True
+            self._registers_store.async_delay_save(self._stored_registers, REGISTERS_SAVE_DELAY)
+        objects: Mapping[str, CosemObject] = judged.objects
         if self.tariff is not None:
             # Every telegram, whatever the minimum update interval: quarters need each reading.
-            self.tariff.feed(objects, self.health.last_telegram)
+            self.tariff.feed(objects, received)
+        if not self.last_update_success:
+            LOGGER.info("Connection to %s restored", self.endpoint)
+            self._reset_window()
         if self.min_interval > 0:
             averaged = self._average(objects)
             if averaged is None:
                 return True
             objects = averaged
-        if not self.last_update_success:
-            LOGGER.info("Connection to %s restored", self.endpoint)
-        self.async_set_updated_data(SmartyData(telegram, objects, self.health.last_telegram))
+        self.async_set_updated_data(SmartyData(judged, objects, received))
         return True
 
-    def _stale(self, telegram: Telegram) -> bool:
-        """Whether both the frame counter and the meter time are no newer than last accepted.
-
-        Either alone moves backwards in real life (a new key restarts the counter, the meter
-        clock is set back): only a frame old by both is a replay, such as a stale retained MQTT
-        message republished by a bridge.
-        """
-        counter = telegram.frame_counter
-        clock = telegram.get("0-0:1.0.0")
-        moment = clock.value if clock is not None and isinstance(clock.value, datetime) else None
-        last_counter, last_clock = self._last_counter, self._last_clock
-        if (
-            counter is not None
-            and moment is not None
-            and last_counter is not None
-            and last_clock is not None
-            and counter <= last_counter
-            and moment <= last_clock
-        ):
-            return True
-        self._last_counter, self._last_clock = counter, moment
-        return False
-
-    def _hold_energy(self, objects: dict[str, CosemObject]) -> Mapping[str, CosemObject]:
-        for channel, code in _MBUS_IDS:
-            ident = objects.get(code)
-            if ident is not None and self._mbus_ids.setdefault(channel, ident.value) != (
-                ident.value
-            ):
-                self._mbus_ids[channel] = ident.value
-                prefix = f"0-{channel}:"
-                for obis in [obis for obis in self._accepted if obis.startswith(prefix)]:
-                    del self._accepted[obis]
-        held: dict[str, CosemObject] | None = None
-        accepted = self._accepted
-        changed = False
-        for code in _MONOTONIC:
-            obj = objects.get(code)
-            last = accepted.get(code)
-            # The same object: the line is unchanged (the parser reuses repeated lines).
-            if obj is last or obj is None or not isinstance(obj.value, Decimal):
-                continue
-            if last is not None and isinstance(last.value, Decimal) and obj.value < last.value:
-                self.health.energy_regressions += 1
-                self._log_once(
-                    f"energy:{code}",
-                    "Ignoring a lower reading from %s: %s",
-                    f"{code} {obj.value} < {last.value}",
-                )
-                if held is None:
-                    held = dict(objects)
-                held[code] = last
-            else:
-                accepted[code] = obj
-                changed = True
-        if changed and (now := monotonic()) >= self._registers_due:
-            self._registers_due = now + REGISTERS_SAVE_INTERVAL
-            self._registers_store.async_delay_save(self._stored_registers)
-        return objects if held is None else held
-
     def _stored_registers(self) -> dict[str, Any]:
-        return {
-            "registers": {
-                code: [str(obj.value), obj.unit]
-                for code, obj in self._accepted.items()
-                if isinstance(obj.value, Decimal)
-            },
-            "mbus_ids": {str(channel): ident for channel, ident in self._mbus_ids.items()},
-        }
+        self._save_pending = False
+        return self.guard.as_dict()
 
-    def _restore_registers(self, stored: Mapping[str, Any] | None) -> None:
-        if not stored:
-            return
-        for code, (value, unit) in stored.get("registers", {}).items():
-            self._accepted[code] = CosemObject(code, (), Decimal(value), unit)
-        for channel, ident in stored.get("mbus_ids", {}).items():
-            self._mbus_ids[int(channel)] = ident
+    def _reset_window(self) -> None:
+        self._published_at = None
+        self._sums.clear()
+        self._counts.clear()
 
     def _average(self, objects: Mapping[str, CosemObject]) -> Mapping[str, CosemObject] | None:
-        """Objects to publish at the end of a min-interval window, else None (still inside)."""
+        """Objects to publish at the end of a min-interval window, else None (still inside).
+
+        The first telegram of a window (after a start or a reconnect) is published at once.
+        """
         sums, counts = self._sums, self._counts
         for obis, obj in objects.items():
             if _instantaneous(obis) and isinstance(value := obj.value, Decimal):
@@ -429,14 +345,6 @@ class SmartyCoordinator(DataUpdateCoordinator[SmartyData]):
         sums.clear()
         counts.clear()
         return averaged
-
-    def _set_unavailable(self, reason: str) -> None:
-        if self.last_update_success:
-            LOGGER.warning("Lost the connection to %s: %s", self.endpoint, reason)
-            self.last_update_success = False
-            self.async_update_listeners()
-        else:
-            LOGGER.debug("Still no connection to %s: %s", self.endpoint, reason)
 
     def _log_once(self, topic: str, message: str, detail: object) -> None:
         """Warn about a kind of problem once per run; repeats only count (see Health)."""

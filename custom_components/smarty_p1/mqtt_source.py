@@ -7,8 +7,9 @@ from collections.abc import Callable
 
 from homeassistant.components import mqtt
 from homeassistant.core import HomeAssistant, callback
+from homeassistant.exceptions import HomeAssistantError
 
-from .connection import ByteSource, Endpoint, InvalidTopic, MqttNotSetUp
+from .connection import ByteSource, CannotConnect, InvalidTopic, MqttNotSetUp
 from .const import LOGGER
 from .validation import vol
 
@@ -37,23 +38,31 @@ class MqttSource(ByteSource):
     stale reading is never shown as new (live messages reach a subscriber without the flag).
     """
 
-    def __init__(self, hass: HomeAssistant, endpoint: Endpoint) -> None:
-        super().__init__(endpoint)
+    def __init__(self, hass: HomeAssistant, topic: str) -> None:
+        super().__init__()
         self.hass = hass
+        self.topic = topic
         self.retained_dropped = 0
         self._unsubscribe: Callable[[], None] | None = None
 
     async def _start(self) -> None:
         """Subscribe to the topic; MqttNotSetUp when Home Assistant has no MQTT connection."""
         try:
-            topic = mqtt.valid_subscribe_topic(self.endpoint.topic)
+            topic = mqtt.valid_subscribe_topic(self.topic)
         except vol.Invalid as err:
-            raise InvalidTopic(f"{self.endpoint.topic!r} is not a topic: {err}") from err
+            raise InvalidTopic(f"{self.topic!r} is not a topic: {err}") from err
         if not await mqtt.async_wait_for_mqtt_client(self.hass):
             raise MqttNotSetUp("the MQTT integration is not set up")
-        self._unsubscribe = await mqtt.async_subscribe(
-            self.hass, topic, self._message, qos=0, encoding=None
-        )
+        try:
+            self._unsubscribe = await mqtt.async_subscribe(
+                self.hass, topic, self._message, qos=0, encoding=None
+            )
+        except HomeAssistantError as err:
+            # The broker went away between the check and the subscription: a cut like any other.
+            raise CannotConnect(f"cannot subscribe to {topic}: {err}") from err
+
+    def __str__(self) -> str:
+        return f"MQTT topic {self.topic}"
 
     @callback
     def _message(self, message: mqtt.ReceiveMessage) -> None:

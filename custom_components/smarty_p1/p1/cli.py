@@ -10,28 +10,27 @@ import argparse
 import asyncio
 import json
 import os
-import re
-import socket
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TextIO
 
 from .crypto import parse_key
-from .decoder import TelegramDecoder
+from .decoder import DecoderStats, TelegramDecoder
 from .errors import InvalidKeyFormatError, P1Error
+from .guard import TelegramGuard
 from .obis import describe, display_name
+from .session import MeterSession
 from .simulator import MeterSimulator, PtyMeter, serve_tcp
+from .sources import ByteSource, CannotConnect, FileSource, SerialSource, TcpSource
 from .telegram import Telegram
 
 KEY_ENV = "SMARTY_P1_KEY"
-CHUNK = 65536
 EXIT_WRONG_KEY = 2
 EXIT_CONNECTION = 1
-_HEX_CAPTURE = re.compile(rb"[0-9A-Fa-f\s]+")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -74,6 +73,9 @@ def _parser() -> argparse.ArgumentParser:
     output.add_argument("--json", action="store_true", help="one JSON object per telegram")
     output.add_argument("--stats", action="store_true", help="only a JSON summary at the end")
     read.add_argument("--count", type=int, metavar="N", help="stop after N telegrams")
+    read.add_argument(
+        "--follow", action="store_true", help="reconnect after a cut instead of stopping (exit 1)"
+    )
 
     simulate = commands.add_parser("simulate", help="behave like a Smarty meter")
     simulate.add_argument("--key", help=key_help)
@@ -100,79 +102,121 @@ def _key(parser: argparse.ArgumentParser, text: str | None) -> bytes | None:
 # Reading.
 
 
+def _source(args: argparse.Namespace) -> ByteSource:
+    if args.file is not None:
+        return FileSource(args.file)
+    if args.tcp is not None:
+        host, _, port = args.tcp.rpartition(":")
+        if not host or not port.isdigit():
+            raise CannotConnect("--tcp wants HOST:PORT")
+        return TcpSource(host, int(port))
+    return SerialSource(args.port)
+
+
 def _read(args: argparse.Namespace, key: bytes | None) -> int:
-    decoder = TelegramDecoder(key)
-    out = sys.stdout
-    shown = 0
     try:
-        for chunk in _chunks(args):
-            for item in decoder.feed(chunk):
-                if isinstance(item, P1Error):
-                    if decoder.stats.telegrams == 0 and item.reason in ("tag", "key_required"):
-                        print(item, file=sys.stderr)
-                        return EXIT_WRONG_KEY
-                    print(f"rejected: {item}", file=sys.stderr)
-                    continue
-                if args.json:
-                    out.write(json.dumps(item.as_dict()) + "\n")
-                elif not args.stats:
-                    _print_table(item, out)
-                out.flush()
-                shown += 1
-                if shown == args.count:
-                    return 0
-    except BrokenPipeError:
-        # Our own output was closed, not the meter's line: main() ends quietly.
-        raise
-    except (OSError, ValueError) as err:
-        # pyserial's SerialException is an OSError; a bad HOST:PORT a ValueError.
+        source = _source(args)
+    except CannotConnect as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_CONNECTION
-    finally:
-        if args.stats:
-            out.write(json.dumps(decoder.stats.as_dict()) + "\n")
+    return asyncio.run(_ConsoleReader(args, key, source).run())
+
+
+class _ConsoleReader:
+    """Prints what a meter sends, judged as the integration judges it, until told to stop."""
+
+    def __init__(self, args: argparse.Namespace, key: bytes | None, source: ByteSource) -> None:
+        self.args = args
+        self.key = key
+        self.stats = DecoderStats()
+        self.guard = TelegramGuard()
+        self.session = MeterSession(
+            source, self._new_decoder, self._receive, on_lost=self._lost, reconnect=args.follow
+        )
+        self.shown = 0
+        self.status: int | None = None
+        # Our own output was closed (`| head`): main() ends quietly.
+        self.output_closed = False
+        self._done = asyncio.Event()
+
+    def _new_decoder(self) -> TelegramDecoder:
+        decoder = TelegramDecoder(self.key)
+        decoder.stats = self.stats
+        return decoder
+
+    async def run(self) -> int:
+        try:
+            await self.session.open()
+        except CannotConnect as err:
+            print(f"error: {err}", file=sys.stderr)
+            return EXIT_CONNECTION
+        reading = asyncio.create_task(self.session.run())
+        stopping = asyncio.create_task(self._done.wait())
+        try:
+            await asyncio.wait((reading, stopping), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (reading, stopping):
+                task.cancel()
+            await asyncio.gather(reading, stopping, return_exceptions=True)
+            await self.session.close()
+            if self.output_closed:
+                raise BrokenPipeError
+            if self.args.stats:
+                summary = {**self.stats.as_dict(), **self.guard.stats.as_dict()}
+                sys.stdout.write(json.dumps(summary) + "\n")
+                sys.stdout.flush()
+        if self.status is None and reading.done() and self.session.ended_by is not None:
+            print(f"error: {self.session.ended_by}", file=sys.stderr)
+            return EXIT_CONNECTION
+        return self.status or 0
+
+    def _stop(self, status: int) -> None:
+        if self.status is None:
+            self.status = status
+        self._done.set()
+
+    def _lost(self, reason: str) -> None:
+        print(f"connection lost: {reason}; reconnecting", file=sys.stderr)
+
+    def _receive(self, items: list[Telegram | P1Error]) -> None:
+        try:
+            self._show(items)
+        except BrokenPipeError:
+            self.output_closed = True
+            self._stop(0)
+
+    def _show(self, items: list[Telegram | P1Error]) -> None:
+        out = sys.stdout
+        for item in items:
+            if self.status is not None:
+                return
+            if isinstance(item, P1Error):
+                if self.stats.telegrams == 0 and item.reason in ("tag", "key_required"):
+                    print(item, file=sys.stderr)
+                    self._stop(EXIT_WRONG_KEY)
+                    return
+                print(f"rejected: {item}", file=sys.stderr)
+                continue
+            self.session.alive()
+            judged = self.guard.judge(item, datetime.now(UTC))
+            if judged is None:
+                print(f"ignored: {_REFUSED[self.guard.refused or 'stale']}", file=sys.stderr)
+                continue
+            if self.args.json:
+                out.write(json.dumps(judged.as_dict()) + "\n")
+            elif not self.args.stats:
+                _print_table(judged, out)
             out.flush()
-    return 0
+            self.shown += 1
+            if self.shown == self.args.count:
+                self._stop(0)
+                return
 
 
-def _chunks(args: argparse.Namespace) -> Iterator[bytes]:
-    if args.file is not None:
-        yield _capture(args.file.read_bytes())
-    elif args.tcp is not None:
-        yield from _tcp_chunks(args.tcp)
-    else:
-        yield from _serial_chunks(args.port)
-
-
-def _capture(data: bytes) -> bytes:
-    """A capture file as bytes: hex text (as found in issue reports) is turned back into bytes."""
-    if _HEX_CAPTURE.fullmatch(data):
-        compact = bytes(data.translate(None, b" \t\r\n\f\v"))
-        if len(compact) % 2 == 0:
-            return bytes.fromhex(compact.decode("ascii"))
-    return data
-
-
-def _tcp_chunks(target: str) -> Iterator[bytes]:
-    host, _, port = target.rpartition(":")
-    if not host or not port.isdigit():
-        raise ValueError("--tcp wants HOST:PORT")
-    with socket.create_connection((host.strip("[]"), int(port)), timeout=30) as sock:
-        sock.settimeout(None)
-        while data := sock.recv(CHUNK):
-            yield data
-    raise ConnectionError("connection closed by the bridge")
-
-
-def _serial_chunks(device: str) -> Iterator[bytes]:
-    # pyserial ships no type information; it is only needed for this source.
-    import serial  # noqa: PLC0415
-
-    with serial.Serial(device, 115200, bytesize=8, parity="N", stopbits=1, timeout=0.2) as port:
-        while True:
-            data = port.read(CHUNK)
-            if data:
-                yield data
+_REFUSED = {
+    "foreign": "a telegram of another meter",
+    "stale": "a replayed telegram (frame counter and meter time not newer)",
+}
 
 
 def _print_table(telegram: Telegram, out: TextIO) -> None:
