@@ -26,7 +26,9 @@ from homeassistant.config_entries import SOURCE_REAUTH
 from homeassistant.const import CONF_DEVICE, CONF_HOST, CONF_PORT, STATE_UNAVAILABLE
 from homeassistant.core import Event, EventStateChangedData, HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
+from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers import entity_registry as er
+from homeassistant.helpers import issue_registry as ir
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.smarty_p1.const import (
@@ -36,13 +38,15 @@ from custom_components.smarty_p1.const import (
     CONNECTION_MQTT,
     CONNECTION_NETWORK,
     CONNECTION_SERIAL,
+    DOMAIN,
 )
-from custom_components.smarty_p1.coordinator import SmartyCoordinator
+from custom_components.smarty_p1.coordinator import SmartyCoordinator, registers_store
 from custom_components.smarty_p1.diagnostics import async_get_config_entry_diagnostics
 from custom_components.smarty_p1.p1 import MAX_FRAME
 from custom_components.smarty_p1.p1.simulator import MeterSimulator, PtyMeter
+from custom_components.smarty_p1.p1.sources import TcpSource
 
-from .conftest import INTERVAL, KEY, make_entry, setup, wait_for
+from .conftest import INTERVAL, KEY, make_entry, setup, wait_for, with_values
 from .mqtt_broker import Broker, Dongle, broker, mqtt_entry, publish
 
 __all__ = ["broker", "mqtt_entry"]
@@ -227,21 +231,39 @@ class Line:
         return frame
 
 
+@contextlib.asynccontextmanager
+async def quiet_line(
+    hass: HomeAssistant, meter: RecordingMeter, stored: dict[str, Any] | None = None
+) -> AsyncIterator[tuple[Line, Watch]]:
+    """The meter on a pty that sends only what the scenario puts on it; ``stored``: what an
+    earlier run left in the registers store."""
+    with PtyMeter(meter, count=0) as pty:
+        key = KEY if meter.encrypted else None
+        entry = make_entry(
+            meter, key, **{CONF_CONNECTION_TYPE: CONNECTION_SERIAL, CONF_DEVICE: pty.path}
+        )
+        if stored is None:
+            coordinator = await setup(hass, entry)
+        else:
+            entry.add_to_hass(hass)
+            await registers_store(hass, entry).async_save(stored)
+            assert await hass.config_entries.async_setup(entry.entry_id)
+            coordinator = entry.runtime_data
+        watch = Watch(hass, meter, coordinator)
+        wire = Line(pty, meter)
+        if stored is None:
+            for _ in range(3):
+                await wire.send()
+            await watch.caught_up()
+        yield wire, watch
+        await hass.config_entries.async_unload(entry.entry_id)
+
+
 @pytest.fixture
 async def line(hass: HomeAssistant, meter: RecordingMeter) -> AsyncIterator[tuple[Line, Watch]]:
     """The meter on a pty that sends only what the scenario puts on it."""
-    with PtyMeter(meter, count=0) as pty:
-        entry = make_entry(
-            meter, KEY, **{CONF_CONNECTION_TYPE: CONNECTION_SERIAL, CONF_DEVICE: pty.path}
-        )
-        coordinator = await setup(hass, entry)
-        watch = Watch(hass, meter, coordinator)
-        wire = Line(pty, meter)
-        for _ in range(3):
-            await wire.send()
-        await watch.caught_up()
-        yield wire, watch
-        await hass.config_entries.async_unload(entry.entry_id)
+    async with quiet_line(hass, meter) as wired:
+        yield wired
 
 
 async def test_line_noise_bursts(line: tuple[Line, Watch]) -> None:
@@ -371,6 +393,57 @@ async def test_dst_switch(hass: HomeAssistant) -> None:
             assert times[0].utcoffset() != times[-1].utcoffset()
             watch.report(f"DST switch {start:%b}")
             assert await hass.config_entries.async_unload(entry.entry_id)
+
+
+# Readings that cannot be right.
+
+
+async def test_implausible_jump_on_a_plaintext_meter(hass: HomeAssistant) -> None:
+    """A telegram with a valid CRC whose import register jumps by 50 000 kWh (a plaintext
+    meter has no tag): never shown, never stored, and the true readings go on."""
+    meter = RecordingMeter(None, interval=10.0)
+    async with quiet_line(hass, meter) as (wire, watch):
+        for _ in range(3):
+            frame = wire.sim.next_frame()
+            value = wire.sim.last_values["1-0:1.8.0"]
+            assert isinstance(value, Decimal)
+            await wire.send(with_values(frame, **{"1-0:1.8.0": f"{value + 50000:010.3f}*kWh"}))
+            await wire.send()
+        for _ in range(3):
+            await wire.send()
+        await watch.caught_up()
+        watch.report("50 000 kWh jump")
+        guard = watch.coordinator.guard
+        assert guard.stats.implausible == 3
+        assert guard.as_dict()["registers"]["1-0:1.8.0"]["value"] == str(
+            wire.sim.last_values["1-0:1.8.0"]
+        )
+
+
+async def test_stored_total_above_the_meter_is_re_anchored(hass: HomeAssistant) -> None:
+    """An old store holds 99 999 kWh, the meter far less: the total is held (never below what
+    was recorded), then re-anchored to the meter after 15 minutes of meter time, with a repair
+    issue that tells the user how to fix the statistics."""
+    meter = RecordingMeter(KEY, interval=10.0)
+    held = "99999.000"
+    stored = {"registers": {"1-0:1.8.0": {"value": held, "unit": "kWh", "time": None}}}
+    async with quiet_line(hass, meter, stored) as (wire, watch):
+        for _ in range(95):
+            await wire.send()
+        await watch.caught_up()
+        energy = [state for obis, state in watch.states if obis == "1-0:1.8.0"]
+        sent = {str(values["1-0:1.8.0"]) for values in meter.sent}
+        # Held first, then the meter's own readings, never anything else.
+        first_real = next(index for index, state in enumerate(energy) if state != held)
+        assert set(energy[:first_real]) == {held}
+        assert set(energy[first_real:]) <= sent
+        assert energy[-1] == str(meter.last_values["1-0:1.8.0"])
+        issues = ir.async_get(hass).issues
+        (issue,) = (issue for key, issue in issues.items() if key[0] == DOMAIN)
+        assert issue.translation_key == "total_re_anchored"
+        assert issue.translation_placeholders is not None
+        assert issue.translation_placeholders["held"] == held
+        print(f"\n[faults] {'stored total re-anchored':<24} held {first_real:4d}  wrong    0")
 
 
 # TCP bridges.
@@ -519,6 +592,25 @@ async def test_garbage_flood(bridge: tuple[Bridge, Watch]) -> None:
     # Between two chunks the decoder keeps at most the start of one frame.
     assert most_pending <= MAX_FRAME
     watch.report("10 MB garbage flood")
+
+
+async def test_exception_in_the_reconnect_path(bridge: tuple[Bridge, Watch]) -> None:
+    """Reconnecting fails with errors nobody expected (Home Assistant's own error type, a
+    bug): the reading resumes all the same; nothing but unloading ends it."""
+    server, watch = bridge
+    real = TcpSource._connect
+    failures: list[Exception] = [HomeAssistantError("subscribe failed"), RuntimeError("a bug")]
+
+    async def flaky(self: TcpSource, factory: Any) -> Any:
+        if failures:
+            raise failures.pop(0)
+        return await real(self, factory)
+
+    with patch.object(TcpSource, "_connect", flaky):
+        server.mode = "reset"
+        await wait_for(watch.hass, lambda: not failures)
+        await watch.delivers()
+    watch.report("error while reconnecting")
 
 
 # The key.

@@ -6,6 +6,9 @@ import logging
 from typing import Final
 
 DOMAIN: Final = "smarty_p1"
+DOCUMENTATION: Final = "https://github.com/smarty-p1/smarty_p1"
+# README anchors that repair issues link to.
+TROUBLESHOOTING_TOTALS: Final = "an-energy-total-was-held"
 LOGGER = logging.getLogger(__package__)
 
 # Config entry data. The serial device uses Home Assistant's CONF_DEVICE ("device"), the network

@@ -19,6 +19,7 @@ from typing import Any, Final
 from homeassistant.config_entries import ConfigEntry
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import ConfigEntryNotReady
+from homeassistant.helpers import issue_registry as ir
 from homeassistant.helpers.storage import Store
 from homeassistant.helpers.update_coordinator import DataUpdateCoordinator, UpdateFailed
 from homeassistant.util import dt as dt_util
@@ -30,8 +31,10 @@ from .const import (
     CONF_MIN_INTERVAL,
     CONF_SERIAL_NUMBER,
     DEFAULT_MIN_INTERVAL,
+    DOCUMENTATION,
     DOMAIN,
     LOGGER,
+    TROUBLESHOOTING_TOTALS,
 )
 from .p1 import CosemObject, DecoderStats, P1Error, Telegram, TelegramDecoder, parse_key
 from .p1.guard import GuardStats, TelegramGuard
@@ -138,7 +141,7 @@ class SmartyCoordinator(DataUpdateCoordinator[SmartyData]):
         self._key = parse_key(key_text) if key_text else None
         self.serial: str | None = entry.unique_id or entry.data.get(CONF_SERIAL_NUMBER)
         self.health = Health()
-        self.guard = TelegramGuard(self.serial)
+        self.guard = TelegramGuard(self.serial, on_re_anchor=self._re_anchored)
         self.health.guard = self.guard.stats
         self.session = MeterSession(
             source_for(hass, self.endpoint),
@@ -311,6 +314,26 @@ class SmartyCoordinator(DataUpdateCoordinator[SmartyData]):
             objects = averaged
         self.async_set_updated_data(SmartyData(judged, objects, received))
         return True
+
+    def _re_anchored(self, code: str, held: Decimal, reading: Decimal) -> None:
+        """A total that was held above the meter follows it again: the statistics may need a
+        hand (the drop reads as a new meter cycle), which only the user can give."""
+        ir.async_create_issue(
+            self.hass,
+            DOMAIN,
+            f"total_re_anchored_{self.config_entry.entry_id}_{code}",
+            is_fixable=False,
+            is_persistent=True,
+            severity=ir.IssueSeverity.WARNING,
+            learn_more_url=f"{DOCUMENTATION}#{TROUBLESHOOTING_TOTALS}",
+            translation_key="total_re_anchored",
+            translation_placeholders={
+                "title": self.config_entry.title,
+                "register": code,
+                "held": str(held),
+                "reading": str(reading),
+            },
+        )
 
     def _stored_registers(self) -> dict[str, Any]:
         self._save_pending = False
