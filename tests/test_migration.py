@@ -48,14 +48,16 @@ def meter() -> Iterator[tuple[MeterSimulator, PtyMeter]]:
         yield simulator, pty
 
 
-def entry_of_1_1(pty: PtyMeter, simulator: MeterSimulator, version: int = 1) -> MockConfigEntry:
-    """An entry as the flow of 1.1 stored it."""
+def stored_entry(
+    pty: PtyMeter, simulator: MeterSimulator, version: int = 1, minor_version: int = 1
+) -> MockConfigEntry:
+    """An entry as the flow of a version (1.1 by default) stored it."""
     return MockConfigEntry(
         domain=DOMAIN,
         title=f"Smarty {SERIAL}",
         unique_id=SERIAL,
         version=version,
-        minor_version=1,
+        minor_version=minor_version,
         data=entry_data(
             simulator, KEY, **{CONF_CONNECTION_TYPE: CONNECTION_SERIAL, CONF_DEVICE: pty.path}
         ),
@@ -85,7 +87,7 @@ async def test_unique_ids_move_entity_ids_and_history_stay(
     """Each sensor of 1.1 keeps its entity id under its new unique id and shows the meter's
     values again; none is left without an entity, none is made twice."""
     simulator, pty = meter
-    entry = entry_of_1_1(pty, simulator)
+    entry = stored_entry(pty, simulator)
     entry.add_to_hass(hass)
     made = {
         entity_id: register_as_1_1(hass, entry, old, entity_id).id for old, entity_id, _ in MIGRATED
@@ -126,7 +128,7 @@ async def test_two_entities_of_one_value(
     """1.1 made a second entity when an M-Bus reading's unit changed: the older one takes the
     value's unique id (and its history continues), the other is left as it was."""
     simulator, pty = meter
-    entry = entry_of_1_1(pty, simulator)
+    entry = stored_entry(pty, simulator)
     entry.add_to_hass(hass)
     register_as_1_1(hass, entry, "0-1:24.2.1_mbus_gas", "sensor.gas_meter_gas")
     register_as_1_1(hass, entry, "0-1:24.2.1_mbus_reading", "sensor.gas_meter_reading")
@@ -148,16 +150,29 @@ async def test_two_entities_of_one_value(
     assert await hass.config_entries.async_unload(entry.entry_id)
 
 
-async def test_an_entry_of_a_later_major_version_is_not_touched(
-    hass: HomeAssistant, meter: tuple[MeterSimulator, PtyMeter]
+@pytest.mark.parametrize(
+    ("version", "minor_version", "state"),
+    [(2, 1, ConfigEntryState.MIGRATION_ERROR), (1, 3, ConfigEntryState.LOADED)],
+    ids=["later-major", "later-minor"],
+)
+async def test_an_entry_of_a_later_version_is_not_migrated(
+    hass: HomeAssistant,
+    meter: tuple[MeterSimulator, PtyMeter],
+    version: int,
+    minor_version: int,
+    state: ConfigEntryState,
 ) -> None:
-    """A downgrade: the entry of a later release is left alone, not set up."""
+    """A downgrade: an entry of a later release is not read as one of 1.1. A later major
+    version is not set up at all; a later minor one (compatible) is, as it is."""
     simulator, pty = meter
-    entry = entry_of_1_1(pty, simulator, version=2)
+    entry = stored_entry(pty, simulator, version, minor_version)
     entry.add_to_hass(hass)
     register_as_1_1(hass, entry, "1-0:1.8.0_energy_import", "sensor.smarty_energy_imported")
-    assert not await hass.config_entries.async_setup(entry.entry_id)
-    assert entry.state is ConfigEntryState.MIGRATION_ERROR
+    await hass.config_entries.async_setup(entry.entry_id)
+    assert entry.state is state
+    assert (entry.version, entry.minor_version) == (version, minor_version)
     entity = er.async_get(hass).async_get("sensor.smarty_energy_imported")
     assert entity is not None
     assert entity.unique_id == f"{SERIAL}_1-0:1.8.0_energy_import"
+    if state is ConfigEntryState.LOADED:
+        assert await hass.config_entries.async_unload(entry.entry_id)

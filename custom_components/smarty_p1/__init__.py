@@ -36,10 +36,9 @@ async def async_migrate_entry(hass: HomeAssistant, entry: SmartyConfigEntry) -> 
     """Bring an entry, and the ids of its entities, to the version this code writes.
 
     1.2: a value sensor's unique id is its code and role (entity.value_unique_id).
+    Home Assistant refuses a later major version itself; a later minor one is compatible by
+    definition and stays as it is.
     """
-    if entry.version > 1:
-        # Written by a later release that changed what an entry holds: not readable here.
-        return False
     if entry.minor_version < 2:
         await _async_migrate_unique_ids_to_1_2(hass, entry)
         hass.config_entries.async_update_entry(entry, minor_version=2)
