@@ -124,7 +124,7 @@ async def test_pty_unplugged_and_back(
     )
     coordinator = await setup(hass, entry)
     await wait_for(hass, lambda: coordinator.health.stats.telegrams >= 2)
-    energy = sensor_id(hass, simulator.serial, "1-0:1.8.0_energy_import")
+    energy = sensor_id(hass, simulator.serial, "1-0:1.8.0")
     assert state_of(hass, energy).state != STATE_UNAVAILABLE
 
     pty_meter.close()
@@ -248,8 +248,8 @@ async def test_energy_never_goes_backwards(
     coordinator = await setup(hass, quiet_entry)
     send(with_values(base_telegram, **{"1-0:1.8.0": "000100.000*kWh"}))
     await published(hass, coordinator, 1)
-    energy = sensor_id(hass, simulator.serial, "1-0:1.8.0_energy_import")
-    export = sensor_id(hass, simulator.serial, "1-0:2.8.0_energy_export")
+    energy = sensor_id(hass, simulator.serial, "1-0:1.8.0")
+    export = sensor_id(hass, simulator.serial, "1-0:2.8.0")
     assert state_of(hass, energy).state == "100.000"
     assert state_of(hass, export).state == "0.000"
 
@@ -288,7 +288,7 @@ async def test_registers_survive_a_restart(
     coordinator = await setup(hass, quiet_entry)
     send(with_values(base_telegram, **{"1-0:1.8.0": "000042.000*kWh"}))
     await published(hass, coordinator, 1)
-    energy = sensor_id(hass, simulator.serial, "1-0:1.8.0_energy_import")
+    energy = sensor_id(hass, simulator.serial, "1-0:1.8.0")
     assert state_of(hass, energy).state == "100.000"
     assert coordinator.health.guard.lower == 1
 
@@ -329,7 +329,7 @@ async def test_new_mbus_meter_starts_from_its_own_reading(
     coordinator = await setup(hass, quiet_entry)
     send(base_telegram)
     await published(hass, coordinator, 1)
-    gas = sensor_id(hass, simulator.serial, "0-1:24.2.1_mbus_gas")
+    gas = sensor_id(hass, simulator.serial, "0-1:24.2.1")
     swapped = with_values(
         base_telegram,
         **{
@@ -372,8 +372,8 @@ async def test_state_written_only_on_change(
 
     send(with_values(solar, **{"1-0:1.7.0": "09.999*kW"}))
     await published(hass, coordinator, 7)
-    power = sensor_id(hass, simulator.serial, "1-0:1.7.0_power_import")
-    net = sensor_id(hass, simulator.serial, "1-0:2.7.0_net_power")
+    power = sensor_id(hass, simulator.serial, "1-0:1.7.0")
+    net = sensor_id(hass, simulator.serial, "1-0:2.7.0_net")
     assert sorted(written) == sorted([power, net])
     assert state_of(hass, net).state == "9.999"
     unsub()
@@ -401,8 +401,8 @@ async def test_min_interval_averages_power(
 
     send(telegram("01.000*kW", "000100.000*kWh"))
     await published(hass, coordinator, 1)
-    power = sensor_id(hass, simulator.serial, "1-0:1.7.0_power_import")
-    energy = sensor_id(hass, simulator.serial, "1-0:1.8.0_energy_import")
+    power = sensor_id(hass, simulator.serial, "1-0:1.7.0")
+    energy = sensor_id(hass, simulator.serial, "1-0:1.8.0")
     assert state_of(hass, power).state == "1.000"
     send(telegram("02.000*kW", "000100.100*kWh"))
     send(telegram("04.000*kW", "000100.200*kWh"))
@@ -431,7 +431,7 @@ async def test_other_meter_on_the_port_is_ignored(
     coordinator = await setup(hass, quiet_entry)
     send(base_telegram)
     await published(hass, coordinator, 1)
-    energy = sensor_id(hass, simulator.serial, "1-0:1.8.0_energy_import")
+    energy = sensor_id(hass, simulator.serial, "1-0:1.8.0")
     before = state_of(hass, energy).state
     other = with_values(
         base_telegram,
@@ -459,7 +459,7 @@ async def test_crc_errors_counted_not_published(
     coordinator = await setup(hass, quiet_entry)
     send(base_telegram)
     await published(hass, coordinator, 1)
-    energy = sensor_id(hass, simulator.serial, "1-0:1.8.0_energy_import")
+    energy = sensor_id(hass, simulator.serial, "1-0:1.8.0")
     before = state_of(hass, energy).state
     damaged = base_telegram.replace(b"1-0:1.8.0(0", b"1-0:1.8.0(9")
     for _ in range(3):

@@ -43,13 +43,9 @@ async def test_energy_dashboard_accepts_the_grid_sensors(
     coordinator = serial_entry.runtime_data
     await wait_for(hass, lambda: coordinator.health.stats.telegrams >= 2)
     registry = er.async_get(hass)
-    imported = registry.async_get_entity_id(
-        "sensor", DOMAIN, f"{simulator.serial}_1-0:1.8.0_energy_import"
-    )
-    exported = registry.async_get_entity_id(
-        "sensor", DOMAIN, f"{simulator.serial}_1-0:2.8.0_energy_export"
-    )
-    gas = registry.async_get_entity_id("sensor", DOMAIN, f"{simulator.serial}_0-1:24.2.1_mbus_gas")
+    imported = registry.async_get_entity_id("sensor", DOMAIN, f"{simulator.serial}_1-0:1.8.0")
+    exported = registry.async_get_entity_id("sensor", DOMAIN, f"{simulator.serial}_1-0:2.8.0")
+    gas = registry.async_get_entity_id("sensor", DOMAIN, f"{simulator.serial}_0-1:24.2.1")
     assert imported is not None
     assert exported is not None
     assert gas is not None

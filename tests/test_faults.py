@@ -55,9 +55,9 @@ pytestmark = pytest.mark.faults
 
 # The sensors whose every state is checked: an energy register, a power, a voltage.
 WATCHED = {
-    "1-0:1.8.0_energy_import": "1-0:1.8.0",
-    "1-0:1.7.0_power_import": "1-0:1.7.0",
-    "1-0:32.7.0_voltage_phase_1": "1-0:32.7.0",
+    "1-0:1.8.0": "1-0:1.8.0",
+    "1-0:1.7.0": "1-0:1.7.0",
+    "1-0:32.7.0": "1-0:32.7.0",
 }
 NEW_KEY = bytes.fromhex("00112233445566778899AABBCCDDEEFF")
 

@@ -49,7 +49,7 @@ def mqtt_meter_entry(simulator: MeterSimulator) -> MockConfigEntry:
 def energy_id(hass: HomeAssistant, simulator: MeterSimulator) -> str:
     """The entity id of the imported-energy sensor."""
     found = er.async_get(hass).async_get_entity_id(
-        "sensor", DOMAIN, f"{simulator.serial}_1-0:1.8.0_energy_import"
+        "sensor", DOMAIN, f"{simulator.serial}_1-0:1.8.0"
     )
     assert found is not None
     return found

@@ -195,7 +195,7 @@ async def test_each_accepted_telegram_reaches_a_client_exactly(
             assert telegram.crc is not None
             assert not telegram.encrypted
         sent += simulator.last_telegram
-        energy = sensor_id(hass, simulator.serial, "1-0:1.8.0_energy_import")
+        energy = sensor_id(hass, simulator.serial, "1-0:1.8.0")
         assert state_of(hass, energy).state == str(simulator.last_values["1-0:1.8.0"])
 
     # Refused by the integration, so never re-broadcast: a replay, a frame that fails its key
@@ -267,7 +267,7 @@ async def test_a_client_that_never_reads_is_dropped_not_waited_for(
         reader = await connect(hass, broadcaster, clients)
         await send_frame(hass, quiet_pty, coordinator, simulator.next_frame())
         await reader.telegram()
-        energy = sensor_id(hass, simulator.serial, "1-0:1.8.0_energy_import")
+        energy = sensor_id(hass, simulator.serial, "1-0:1.8.0")
         frames = 0
         backlog = 0
         while broadcaster.dropped == 0:
@@ -326,7 +326,7 @@ async def test_busy_port_at_setup_is_logged_once_and_the_meter_still_works(
     assert entry.state is ConfigEntryState.LOADED
     assert coordinator.rebroadcast is None
     await wait_for(hass, lambda: coordinator.health.stats.telegrams >= 3)
-    energy = sensor_id(hass, simulator.serial, "1-0:1.8.0_energy_import")
+    energy = sensor_id(hass, simulator.serial, "1-0:1.8.0")
     assert state_of(hass, energy).state not in ("unknown", "unavailable")
     assert warnings(caplog, f"Cannot re-broadcast telegrams on {LOCALHOST}:{busy_port}") == 1
     diagnostics = await async_get_config_entry_diagnostics(hass, entry)

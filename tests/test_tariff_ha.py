@@ -23,6 +23,7 @@ from homeassistant.const import (
     CONF_DEVICE,
     CONF_HOST,
     CONF_PORT,
+    CURRENCY_EURO,
     EVENT_STATE_CHANGED,
     STATE_OFF,
     STATE_ON,
@@ -198,7 +199,7 @@ async def test_steady_load_over_the_reference(
     cost = state_of(hass, entity(hass, serial, "overrun_cost_month"))
     assert float(cost.state) == pytest.approx(0.9 * 0.0765, abs=1e-4)
     assert cost.attributes[ATTR_DEVICE_CLASS] == "monetary"
-    assert cost.attributes[ATTR_UNIT_OF_MEASUREMENT] == "EUR"
+    assert cost.attributes[ATTR_UNIT_OF_MEASUREMENT] == CURRENCY_EURO
     assert cost.attributes["last_reset"] == "2026-03-01T00:00:00+01:00"
     assert value(hass, serial, "max_quarter_power_month") == pytest.approx(4.8, abs=0.01)
     assert [event["event_type"] for event in fired] == ["overrun", "overrun"]
@@ -390,23 +391,27 @@ async def test_options_switch_the_tariff_on_and_off(
 
 @pytest.mark.parametrize("meter_key", [None])
 async def test_config_flow_offers_the_tariff(hass: HomeAssistant, tcp_meter: TcpMeter) -> None:
-    """After the meter answered: a reference power from the list or typed as on the bill."""
+    """After the meter answered: a reference power from the published levels, no other."""
     result = await start(hass, "network")
     result = await submit(hass, result, {CONF_HOST: "127.0.0.1", CONF_PORT: tcp_meter.port})
     assert result["step_id"] == "tariff"
-    options = schema(result).schema[CONF_REFERENCE_POWER].config["options"]
-    assert [option["value"] for option in options] == [str(kw) for kw in REFERENCE_POWERS]
-    for typo in ("0", "-3", "twelve", "1e9"):
+    config = schema(result).schema[CONF_REFERENCE_POWER].config
+    assert [option["value"] for option in config["options"]] == [str(kw) for kw in REFERENCE_POWERS]
+    # Not a level any bill shows: typos, or what an earlier version took.
+    for typo in ("0", "-3", "twelve", "1e9", "12.5", "13 kW"):
         result = await submit(hass, result, {CONF_REFERENCE_POWER: typo})
         assert result["step_id"] == "tariff"
         assert result["errors"] == {CONF_REFERENCE_POWER: "invalid_reference_power"}
+        assert result["description_placeholders"] == {
+            "levels": "3, 7, 12, 17, 27, 43, 70, 100, 150, 200"
+        }
         assert suggested(result, CONF_REFERENCE_POWER) == typo
-    result = await submit(hass, result, {CONF_REFERENCE_POWER: " 12,5 kW "})
+    result = await submit(hass, result, {CONF_REFERENCE_POWER: " 12,0 kW "})
     assert result["type"] is FlowResultType.CREATE_ENTRY
-    assert result["options"] == {CONF_REFERENCE_POWER: 12.5}
+    assert result["options"] == {CONF_REFERENCE_POWER: 12.0}
     entry = result["result"]
     await wait_for(hass, lambda: entry.state is ConfigEntryState.LOADED)
-    assert entry.runtime_data.tariff.tracker.reference == 12.5
+    assert entry.runtime_data.tariff.tracker.reference == 12.0
 
 
 async def test_options_form(hass: HomeAssistant, simulator: MeterSimulator) -> None:

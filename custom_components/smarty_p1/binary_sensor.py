@@ -7,7 +7,7 @@ from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from .coordinator import SmartyConfigEntry, SmartyCoordinator
-from .entity import SmartyEntity, meter_device
+from .entity import SmartyEntity, meter_device, meter_unique_id
 from .tariff_runtime import TariffRuntime
 
 # Push updates: Home Assistant has nothing to poll and nothing to serialise.
@@ -34,7 +34,9 @@ class OverrunExpectedSensor(SmartyEntity, BinarySensorEntity):
     _attr_translation_key = "overrun_expected"
 
     def __init__(self, coordinator: SmartyCoordinator, tariff: TariffRuntime) -> None:
-        super().__init__(coordinator, "tariff_overrun_expected")
+        super().__init__(
+            coordinator, unique_id=meter_unique_id(coordinator, "tariff_overrun_expected")
+        )
         self._tariff = tariff
         self._attr_device_info = meter_device(coordinator)
 

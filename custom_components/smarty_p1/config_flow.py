@@ -81,7 +81,10 @@ KEY_SCHEMA = vol.Schema(
         )
     }
 )
-# The reference power printed on the bill, or another one typed in; left empty: no tariff.
+# The reference power printed on the bill, picked or typed as written there ("12 kW"); only the
+# published levels are billed, so any other is refused with a message that lists them (the
+# selector's own check, without custom_value, would only show an untranslated schema error).
+# Left empty: no tariff.
 TARIFF_FIELDS: dict[Any, Any] = {
     vol.Optional(CONF_REFERENCE_POWER): SelectSelector(
         SelectSelectorConfig(
@@ -91,6 +94,8 @@ TARIFF_FIELDS: dict[Any, Any] = {
         )
     )
 }
+# What the error of a reference power that is not a published level lists.
+_LEVELS = {"levels": ", ".join(str(kw) for kw in REFERENCE_POWERS)}
 _RATE = NumberSelector(
     NumberSelectorConfig(
         min=0, max=100, step=0.001, unit_of_measurement="ct/kWh", mode=NumberSelectorMode.BOX
@@ -120,8 +125,6 @@ _CLEARABLE_OPTIONS = (
     CONF_REBROADCAST_PORT,
     CONF_REBROADCAST_ALL_INTERFACES,
 )
-# More than any low-voltage connection: a typo rather than a reference power.
-MAX_REFERENCE_POWER = 10_000.0
 
 
 def list_serial_ports() -> list[SelectOptionDict]:
@@ -148,7 +151,8 @@ class SmartyConfigFlow(ConfigFlow, domain=DOMAIN):
     """Adds a meter (user), replaces its key (reauth) or moves it (reconfigure)."""
 
     VERSION = 1
-    MINOR_VERSION = 1
+    # 1.2: value sensors have unique ids of their code and role (__init__.async_migrate_entry).
+    MINOR_VERSION = 2
 
     def __init__(self) -> None:
         """Start with nothing known about the meter."""
@@ -256,6 +260,7 @@ class SmartyConfigFlow(ConfigFlow, domain=DOMAIN):
             step_id="tariff",
             data_schema=self.add_suggested_values_to_schema(TARIFF_SCHEMA, user_input or {}),
             errors=errors,
+            description_placeholders=_LEVELS,
         )
 
     async def _async_key_step(
@@ -394,13 +399,14 @@ class NoSerialError(SourceError):
 
 
 def _tariff_options(user_input: Mapping[str, Any]) -> dict[str, float]:
-    """The tariff options a form gave; ValueError for a reference power that is not one."""
+    """The tariff options a form gave; ValueError for a reference power that is not a published
+    level (a typo, or one stored by an earlier version that took any value)."""
     options: dict[str, float] = {}
     reference = str(user_input.get(CONF_REFERENCE_POWER) or "").strip()
     if reference:
-        # Typed in as on the bill: "12", "12 kW", "12,5".
+        # Typed in as on the bill: "12", "12 kW", "12,0".
         value = float(reference.lower().removesuffix("kw").strip().replace(",", "."))
-        if not 0 < value <= MAX_REFERENCE_POWER:
+        if value not in REFERENCE_POWERS:
             raise ValueError(reference)
         options[CONF_REFERENCE_POWER] = value
     for key in (CONF_RATE_NORMAL, CONF_RATE_OVERRUN):
@@ -475,6 +481,7 @@ class SmartyOptionsFlow(OptionsFlowWithReload):
             step_id="init",
             data_schema=self.add_suggested_values_to_schema(OPTIONS_SCHEMA, current),
             errors=errors,
+            description_placeholders=_LEVELS,
         )
 
     def _rebroadcasting_on(self) -> int | None:

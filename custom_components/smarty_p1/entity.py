@@ -28,6 +28,39 @@ def mbus_type(coordinator: SmartyCoordinator, channel: int) -> int | None:
     return int(obj.value)
 
 
+def value_unique_id(serial: str, obis: str, role: str | None = None) -> str:
+    """The unique id of a sensor made from the OBIS code ``obis`` of the meter ``serial``.
+
+    The code alone names its main value ("SAG1030700012345_1-0:1.8.0", an M-Bus reading
+    "..._0-1:24.2.1" whatever it measures and in whatever unit); where a code makes several
+    sensors, the others add their role ("..._1-0:2.7.0_net"). Nothing else goes in: a
+    unique id that changed with a description, a device type or a unit would orphan the
+    entity's history.
+    """
+    return f"{serial}_{obis}" if role is None else f"{serial}_{obis}_{role}"
+
+
+def meter_id(coordinator: SmartyCoordinator) -> str:
+    """What the meter's device and entity ids start with: its serial number."""
+    # An entry always has the serial (the flow refuses a meter without one); the entry id
+    # only keeps ids unique should one lack it.
+    return coordinator.serial or coordinator.config_entry.entry_id
+
+
+def meter_unique_id(coordinator: SmartyCoordinator, key: str) -> str:
+    """The unique id of an entity that is not a value the meter sends (health, tariff)."""
+    return f"{meter_id(coordinator)}_{key}"
+
+
+def meter_name(serial: str | None) -> str:
+    """The default name of a meter's device: "Smarty" and the last digits of its serial.
+
+    Four digits tell the meters of one home apart, are printed on the meter's label, and keep
+    the full serial, which identifies a household, out of every entity id and friendly name.
+    """
+    return f"Smarty {serial[-4:]}" if serial else "Smarty"
+
+
 def device_identifier(
     coordinator: SmartyCoordinator, channel: int | None = None
 ) -> tuple[str, str]:
@@ -36,7 +69,7 @@ def device_identifier(
     M-Bus devices are keyed by channel, not by the M-Bus meter's own id: a replaced gas meter
     keeps its history.
     """
-    serial = coordinator.serial or coordinator.config_entry.entry_id
+    serial = meter_id(coordinator)
     return (DOMAIN, serial if channel is None else f"{serial}_mbus_{channel}")
 
 
@@ -46,7 +79,7 @@ def meter_device(coordinator: SmartyCoordinator) -> DeviceInfo:
         identifiers={device_identifier(coordinator)},
         manufacturer=MANUFACTURER,
         model=MODEL,
-        name="Smarty",
+        name=meter_name(coordinator.serial),
         serial_number=coordinator.serial,
     )
     if (data := coordinator.data) is not None:
@@ -70,7 +103,8 @@ def mbus_device(coordinator: SmartyCoordinator, channel: int) -> DeviceInfo:
             config_entry_id=coordinator.config_entry.entry_id,
         ),
         translation_key=_MBUS_DEVICE_KEYS.get(mbus_type(coordinator, channel) or 0, "mbus"),
-        translation_placeholders={"channel": str(channel)},
+        # Named after its meter ("Smarty 2574 gas meter 1"): two meters' gas meters differ.
+        translation_placeholders={"meter": meter_name(coordinator.serial), "channel": str(channel)},
     )
     data = coordinator.data
     ident = data.telegram.get(f"0-{channel}:96.1.0") if data else None
@@ -89,9 +123,9 @@ class SmartyEntity(CoordinatorEntity[SmartyCoordinator]):
     _attr_has_entity_name = True
     _written: tuple[object, bool] | None = None
 
-    def __init__(self, coordinator: SmartyCoordinator, unique_suffix: str) -> None:
+    def __init__(self, coordinator: SmartyCoordinator, *, unique_id: str) -> None:
         super().__init__(coordinator)
-        self._attr_unique_id = f"{coordinator.serial}_{unique_suffix}"
+        self._attr_unique_id = unique_id
 
     def _refresh(self) -> object:
         """Set the entity's attributes from the coordinator; return what its state depends on."""

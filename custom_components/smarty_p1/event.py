@@ -7,7 +7,7 @@ from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from .coordinator import SmartyConfigEntry, SmartyCoordinator
-from .entity import meter_device
+from .entity import meter_device, meter_unique_id
 from .tariff import Quarter
 from .tariff_runtime import TariffRuntime
 
@@ -35,7 +35,7 @@ class QuarterOverrunEvent(EventEntity):
     def __init__(self, coordinator: SmartyCoordinator, tariff: TariffRuntime) -> None:
         self._attr_event_types = [OVERRUN]
         self._tariff = tariff
-        self._attr_unique_id = f"{coordinator.serial}_tariff_quarter_overrun"
+        self._attr_unique_id = meter_unique_id(coordinator, "tariff_quarter_overrun")
         self._attr_device_info = meter_device(coordinator)
 
     async def async_added_to_hass(self) -> None:

@@ -15,6 +15,7 @@ from homeassistant.components.sensor import (
     SensorStateClass,
 )
 from homeassistant.const import (
+    CURRENCY_EURO,
     EntityCategory,
     UnitOfApparentPower,
     UnitOfElectricCurrent,
@@ -30,7 +31,17 @@ from homeassistant.helpers.device_registry import DeviceInfo
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from .coordinator import Health, SmartyConfigEntry, SmartyCoordinator, SmartyData
-from .entity import MBUS_GAS, MBUS_HEAT, MBUS_WATER, SmartyEntity, mbus_device, mbus_type
+from .entity import (
+    MBUS_GAS,
+    MBUS_HEAT,
+    MBUS_WATER,
+    SmartyEntity,
+    mbus_device,
+    mbus_type,
+    meter_id,
+    meter_unique_id,
+    value_unique_id,
+)
 from .entity import meter_device as meter_device_info
 from .p1 import CosemObject, generic_code, mbus_channel
 from .tariff import QuarterHourTracker
@@ -109,9 +120,15 @@ def _raw(objects: Objects, obis: str) -> SensorValue:
 
 @dataclass(frozen=True, kw_only=True)
 class SmartyEntityDescription(SensorEntityDescription):
-    """A sensor made from the OBIS code ``obis`` (``x`` for an M-Bus channel)."""
+    """A sensor made from the OBIS code ``obis`` (``x`` for an M-Bus channel).
+
+    ``role`` tells the sensors of one code apart in their unique ids (entity.value_unique_id):
+    None for the code's main value, else what this one shows of it ("net", "import", "time").
+    Once released, a role is part of users' unique ids: it never changes.
+    """
 
     obis: str
+    role: str | None = None
     value_fn: Callable[[Objects, str], SensorValue] = _number
     # Whether the telegram holds what the sensor needs besides ``obis`` itself.
     exists_fn: Callable[[Objects], bool] = lambda objects: True
@@ -232,11 +249,17 @@ def _control(key: str, obis: str, *, enabled: bool) -> SmartyEntityDescription:
     )
 
 
-def _current_limit(key: str, obis: str, index: int) -> SmartyEntityDescription:
+def _counter(key: str, obis: str) -> SmartyEntityDescription:
+    """A count the meter keeps (power failures, sags): it only grows, until a meter exchange."""
+    return _diagnostic(key, obis, state_class=SensorStateClass.TOTAL_INCREASING)
+
+
+def _current_limit(key: str, obis: str, index: int, role: str) -> SmartyEntityDescription:
     return _diagnostic(
         key,
         obis,
         _limit(index),
+        role=role,
         device_class=_CURRENT,
         native_unit_of_measurement=_A,
         suggested_display_precision=0,
@@ -263,6 +286,7 @@ _TABLE: list[SmartyEntityDescription] = [
         value_fn=_net_power,
         exists_fn=_exports,
         inputs=("1-0:1.7.0",),
+        role="net",
     ),
     _measurement("reactive_power_import", "1-0:3.7.0", _REACTIVE, _KVAR, 3, enabled=False),
     _measurement("reactive_power_export", "1-0:4.7.0", _REACTIVE, _KVAR, 3, enabled=False),
@@ -299,19 +323,22 @@ _TABLE: list[SmartyEntityDescription] = [
         native_unit_of_measurement=_KVA,
         suggested_display_precision=1,
     ),
+    # Table 3.1 of the Luxembourg specification lists the thresholds of the current limiter as
+    # 1-1:34.4.0; its example telegram, and every meter seen, send them as 1-1:31.4.0. The names
+    # differ, so that a meter sending both shows which is which.
     *(
-        _current_limit(key, obis, index)
-        for obis in ("1-1:31.4.0", "1-1:34.4.0")
-        for index, key in enumerate(("current_limit_import", "current_limit_export"))
+        _current_limit(f"{name}_{role}", obis, index, role)
+        for obis, name in (("1-1:31.4.0", "current_limit"), ("1-1:34.4.0", "current_threshold"))
+        for index, role in enumerate(("import", "export"))
     ),
     _control("breaker_state", "0-0:96.3.10", enabled=True),
     *_numbered(
         _control("relay_state", "", enabled=False), ("0-1:96.3.10", "0-2:96.3.10"), "relay", ""
     ),
-    _diagnostic("power_failures", "0-0:96.7.21"),
-    _diagnostic("long_power_failures", "0-0:96.7.9"),
-    *_numbered(_diagnostic("voltage_sags", ""), ("1-0:32.32.0", "1-0:52.32.0", "1-0:72.32.0")),
-    *_numbered(_diagnostic("voltage_swells", ""), ("1-0:32.36.0", "1-0:52.36.0", "1-0:72.36.0")),
+    _counter("power_failures", "0-0:96.7.21"),
+    _counter("long_power_failures", "0-0:96.7.9"),
+    *_numbered(_counter("voltage_sags", ""), ("1-0:32.32.0", "1-0:52.32.0", "1-0:72.32.0")),
+    *_numbered(_counter("voltage_swells", ""), ("1-0:32.36.0", "1-0:52.36.0", "1-0:72.36.0")),
     _diagnostic("message", "0-0:96.13.0", _text),
     _diagnostic("message_channel", "0-0:96.13.x", _text, enabled=False),
     _diagnostic(
@@ -326,6 +353,7 @@ _TABLE: list[SmartyEntityDescription] = [
         "0-x:24.2.1",
         _capture_time,
         enabled=False,
+        role="time",
         device_class=SensorDeviceClass.TIMESTAMP,
     ),
     _control("valve_position", "0-x:24.4.0", enabled=True),
@@ -341,7 +369,8 @@ def _mbus_description(
     return SmartyEntityDescription(
         key=f"mbus_{kind}",
         obis="0-x:24.2.1",
-        translation_key=f"mbus_{kind}",
+        # The reading is what the device is: it bears the device's name ("... gas meter 1").
+        name=None,
         device_class=device_class,
         state_class=SensorStateClass.TOTAL_INCREASING,
         native_unit_of_measurement=unit,
@@ -361,7 +390,7 @@ _UNIT_NAMES = {"m3": UnitOfVolume.CUBIC_METERS, "GJ": UnitOfEnergy.GIGA_JOULE}
 MBUS_OTHER = SmartyEntityDescription(
     key="mbus_reading",
     obis="0-x:24.2.1",
-    translation_key="mbus_reading",
+    name=None,
     state_class=SensorStateClass.TOTAL_INCREASING,
 )
 UNKNOWN = _diagnostic("unknown_obis", "", _raw, enabled=False)
@@ -384,12 +413,15 @@ HEALTH: tuple[SmartyHealthDescription, ...] = (
         key="rejected_tag",
         translation_key="rejected_tag",
         entity_category=EntityCategory.DIAGNOSTIC,
+        # Counted since Home Assistant started: a restart is a reset, as for any meter.
+        state_class=SensorStateClass.TOTAL_INCREASING,
         value_fn=lambda health: Decimal(health.stats.rejected["tag"]),
     ),
     SmartyHealthDescription(
         key="rejected_crc",
         translation_key="rejected_crc",
         entity_category=EntityCategory.DIAGNOSTIC,
+        state_class=SensorStateClass.TOTAL_INCREASING,
         value_fn=lambda health: Decimal(health.stats.rejected["crc"]),
     ),
 )
@@ -490,7 +522,10 @@ class SmartySensor(SmartyEntity, SensorEntity):
         obis: str,
         device_info: DeviceInfo,
     ) -> None:
-        super().__init__(coordinator, f"{obis}_{description.key}")
+        super().__init__(
+            coordinator,
+            unique_id=value_unique_id(meter_id(coordinator), obis, description.role),
+        )
         self.entity_description = description
         self._obis = obis
         self._attr_device_info = device_info
@@ -521,7 +556,7 @@ class SmartyHealthSensor(SmartyEntity, SensorEntity):
         description: SmartyHealthDescription,
         device_info: DeviceInfo,
     ) -> None:
-        super().__init__(coordinator, description.key)
+        super().__init__(coordinator, unique_id=meter_unique_id(coordinator, description.key))
         self.entity_description = description
         self._attr_device_info = device_info
 
@@ -615,7 +650,7 @@ TARIFF_SENSORS: tuple[TariffDescription, ...] = (
         translation_key="overrun_cost_month",
         device_class=SensorDeviceClass.MONETARY,
         state_class=SensorStateClass.TOTAL,
-        native_unit_of_measurement="EUR",
+        native_unit_of_measurement=CURRENCY_EURO,
         suggested_display_precision=2,
         digits=4,
         value_fn=lambda tracker: tracker.month.cost if tracker.month.period else None,
@@ -637,7 +672,9 @@ class TariffSensor(SmartyEntity, SensorEntity):
         description: TariffDescription,
         device_info: DeviceInfo,
     ) -> None:
-        super().__init__(coordinator, f"tariff_{description.key}")
+        super().__init__(
+            coordinator, unique_id=meter_unique_id(coordinator, f"tariff_{description.key}")
+        )
         self.entity_description = description
         self._tariff = tariff
         self._attr_device_info = device_info

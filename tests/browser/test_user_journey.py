@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from custom_components.smarty_p1.entity import meter_name
 from custom_components.smarty_p1.p1.simulator import PtyMeter
 
 from .conftest import (
@@ -260,7 +261,7 @@ def configure_energy(journey: Journey) -> None:
     journey.shot("energy_grid_dialog")
     page.get_by_role("button", name="Save").click()
     # The grid connection is listed by the sensors' full names: device name and entity name.
-    page.get_by_text(f"Smarty {names[1]}", exact=True).wait_for()
+    page.get_by_text(f"{meter_name(journey.meter.sim.serial)} {names[1]}", exact=True).wait_for()
 
     (grid,) = [
         source
@@ -289,7 +290,8 @@ def check_energy_validation(journey: Journey) -> None:
     result.wait_for(state="attached")
     assert result.evaluate("element => element.issues") == []
     assert page.locator("ha-energy-grid-settings ha-alert").count() == 0
-    page.get_by_text(f"Smarty {entity_name('energy_import')}", exact=True).wait_for()
+    device = meter_name(journey.meter.sim.serial)
+    page.get_by_text(f"{device} {entity_name('energy_import')}", exact=True).wait_for()
     journey.shot("energy")
 
 
