@@ -1,10 +1,17 @@
-"""The energy dashboard accepts the meter's energy sensors as they are."""
+"""The energy dashboard accepts the meter's energy sensors as they are; statistics follow."""
 
 from __future__ import annotations
+
+from datetime import timedelta
+from functools import partial
 
 import pytest
 from homeassistant.components.energy import data as energy_data
 from homeassistant.components.energy import validate as energy_validate
+from homeassistant.components.recorder.core import Recorder
+from homeassistant.components.recorder.models import StatisticMeanType, StatisticMetaData
+from homeassistant.components.recorder.statistics import async_import_statistics, get_metadata
+from homeassistant.const import CURRENCY_EURO
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import entity_registry as er
 from homeassistant.setup import async_setup_component
@@ -16,9 +23,12 @@ from pytest_homeassistant_custom_component.components.recorder.common import (
 )
 
 from custom_components.smarty_p1.const import DOMAIN
-from custom_components.smarty_p1.p1.simulator import MeterSimulator
+from custom_components.smarty_p1.p1.simulator import MeterSimulator, PtyMeter
 
 from .conftest import wait_for
+from .test_migration import meter, register_as_1_1, stored_entry
+
+__all__ = ["meter"]
 
 
 @pytest.fixture(autouse=True)
@@ -84,3 +94,35 @@ async def test_energy_dashboard_accepts_the_grid_sensors(
         "device_consumption_water": [],
     }
     assert await hass.config_entries.async_unload(serial_entry.entry_id)
+
+
+async def test_cost_statistics_follow_the_euro_unit(
+    recorder_mock: Recorder, hass: HomeAssistant, meter: tuple[MeterSimulator, PtyMeter]
+) -> None:
+    """1.1's cost sensor said "EUR", 1.2's says "€": its long-term statistics move with it, so
+    the recorder goes on compiling them (no "units changed" repair)."""
+    simulator, pty = meter
+    entry = stored_entry(pty, simulator)
+    entry.add_to_hass(hass)
+    cost = register_as_1_1(
+        hass, entry, "tariff_overrun_cost_month", "sensor.smarty_overrun_cost_this_month"
+    )
+    metadata = StatisticMetaData(
+        mean_type=StatisticMeanType.NONE,
+        has_sum=True,
+        name=None,
+        source="recorder",
+        statistic_id=cost.entity_id,
+        unit_class=None,
+        unit_of_measurement="EUR",
+    )
+    start = dt_util.utcnow().replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
+    async_import_statistics(hass, metadata, [{"start": start, "state": 1.5, "sum": 1.5}])
+    await async_wait_recording_done(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await async_wait_recording_done(hass)
+    stored = await recorder_mock.async_add_executor_job(
+        partial(get_metadata, hass, statistic_ids={cost.entity_id})
+    )
+    assert stored[cost.entity_id][1]["unit_of_measurement"] == CURRENCY_EURO
+    assert await hass.config_entries.async_unload(entry.entry_id)

@@ -182,7 +182,7 @@ async def test_a_held_serial_port_is_reported_in_use() -> None:
 
 
 async def test_a_renumbered_usb_cable_is_followed(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Configured as /dev/ttyUSB0, the cable comes back as /dev/ttyUSB1: its by-id name
     (udev's) is followed."""
@@ -207,10 +207,20 @@ async def test_a_renumbered_usb_cable_is_followed(
         first.close()
         configured.unlink()
         link.unlink()
+        await until(lambda: collect.lost)
+        # Several retries while nothing is plugged in.
+        await asyncio.sleep(0.3)
         with PtyMeter(sim) as second:
             link.symlink_to(second.path)
             before = len(collect.telegrams)
             await until(lambda: len(collect.telegrams) > before)
+        # The vanished port is warned about once, however many retries failed.
+        gone = [
+            record
+            for record in caplog.records
+            if "is gone" in record.getMessage() and record.levelname == "WARNING"
+        ]
+        assert len(gone) == 1
     finally:
         first.close()
         task.cancel()

@@ -2,76 +2,22 @@
 
 from __future__ import annotations
 
-import re
-from typing import Any
-
 from homeassistant.config_entries import ConfigEntryState
 from homeassistant.const import Platform
-from homeassistant.core import HomeAssistant, callback
+from homeassistant.core import HomeAssistant
 from homeassistant.helpers import device_registry as dr
-from homeassistant.helpers import entity_registry as er
 
-from .const import DOMAIN, LOGGER
+from .const import DOMAIN
 from .coordinator import SmartyConfigEntry, SmartyCoordinator, SmartyData, registers_store
-from .entity import device_identifier, meter_device, value_unique_id
+from .entity import device_identifier, meter_device
+from .migration import async_migrate_entry
 from .p1 import mbus_channel
 from .rebroadcast import async_start as async_start_rebroadcast
 from .tariff_runtime import async_remove_store
 
+__all__ = ["async_migrate_entry"]
+
 PLATFORMS: list[Platform] = [Platform.BINARY_SENSOR, Platform.EVENT, Platform.SENSOR]
-
-# Up to 1.1 a value sensor's unique id was "{serial}_{obis}_{key}", its description's key; the
-# key of an M-Bus reading or an unknown code followed the device type and the unit.
-_UNIQUE_ID_1_1 = re.compile(r"(?P<serial>.+)_(?P<obis>\d+-\d+:\d+\.\d+\.\d+)_(?P<key>\w+)")
-# The keys of 1.1 that were not their code's main value, and the role that replaces them.
-_ROLES_OF_1_1 = {
-    "net_power": "net",
-    "current_limit_import": "import",
-    "current_limit_export": "export",
-    "mbus_reading_time": "time",
-}
-
-
-async def async_migrate_entry(hass: HomeAssistant, entry: SmartyConfigEntry) -> bool:
-    """Bring an entry, and the ids of its entities, to the version this code writes.
-
-    1.2: a value sensor's unique id is its code and role (entity.value_unique_id).
-    Home Assistant refuses a later major version itself; a later minor one is compatible by
-    definition and stays as it is.
-    """
-    if entry.minor_version < 2:
-        await _async_migrate_unique_ids_to_1_2(hass, entry)
-        hass.config_entries.async_update_entry(entry, minor_version=2)
-        LOGGER.debug("Migrated %s to version 1.2", entry.entry_id)
-    return True
-
-
-async def _async_migrate_unique_ids_to_1_2(hass: HomeAssistant, entry: SmartyConfigEntry) -> None:
-    """Give the sensors of 1.1 their unique id of 1.2; the entity ids (and history) stay."""
-    registry = er.async_get(hass)
-
-    @callback
-    def new_unique_id(entity: er.RegistryEntry) -> dict[str, Any] | None:
-        old = _UNIQUE_ID_1_1.fullmatch(entity.unique_id)
-        if entity.domain != Platform.SENSOR or old is None:
-            # Health and tariff entities: "{serial}_{key}", as before.
-            return None
-        if old["key"] in _ROLES_OF_1_1.values():
-            # Already of 1.2 (a role, not a key of 1.1).
-            return None
-        unique_id = value_unique_id(old["serial"], old["obis"], _ROLES_OF_1_1.get(old["key"]))
-        if registry.async_get_entity_id(Platform.SENSOR, DOMAIN, unique_id) is not None:
-            # A code whose key changed under 1.1 (a new unit for an M-Bus reading) left two
-            # entities for one value: the older keeps the history, the other stays orphaned.
-            LOGGER.info(
-                "Not migrating %s: another entity has its new unique id %s",
-                entity.entity_id,
-                unique_id,
-            )
-            return None
-        return {"new_unique_id": unique_id}
-
-    await er.async_migrate_entries(hass, entry.entry_id, new_unique_id)
 
 
 async def async_setup_entry(hass: HomeAssistant, entry: SmartyConfigEntry) -> bool:

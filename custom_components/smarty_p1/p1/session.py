@@ -14,7 +14,7 @@ from time import monotonic
 
 from .decoder import TelegramDecoder
 from .errors import P1Error
-from .sources import ByteSource, CannotConnect
+from .sources import ByteSource, CannotConnect, PortGone
 from .telegram import Telegram
 
 _LOGGER = logging.getLogger(__name__)
@@ -148,7 +148,7 @@ class MeterSession:
             try:
                 await self.open()
             except CannotConnect as err:
-                self._failed(str(err))
+                self._failed(err)
             except Exception:
                 _LOGGER.exception("Unexpected error connecting to %s", self.source)
                 await self.close()
@@ -156,19 +156,14 @@ class MeterSession:
                 _LOGGER.debug("Reconnected to %s", self.source)
                 return
 
-    def _failed(self, reason: str) -> None:
-        if self._warned:
-            _LOGGER.debug("Reconnecting to %s failed: %s", self.source, reason)
+    def _failed(self, err: CannotConnect) -> None:
+        if self._warned or not isinstance(err, PortGone):
+            # The owner says once that the meter is unavailable; each retry is only debug.
+            _LOGGER.debug("Reconnecting to %s failed: %s", self.source, err)
             return
         self._warned = True
-        # Once per outage at warning: an unplugged cable or a bridge that is down is worth
-        # knowing about, a line every minute is not.
-        _LOGGER.warning(
-            "Cannot reconnect to %s: %s; retrying every %g s at most",
-            self.source,
-            reason,
-            self.max_delay,
-        )
+        # Once per outage: a serial port that is gone needs a hand (a cable to plug back).
+        _LOGGER.warning("%s; retrying every %g s at most", err, self.max_delay)
 
     async def _read(self) -> None:
         """Wait while telegrams arrive: return at EOF, raise OSError or SilenceError."""

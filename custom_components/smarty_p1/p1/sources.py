@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import os
 import re
@@ -40,6 +41,12 @@ class SourceError(Exception):
 
 class CannotConnect(SourceError):  # noqa: N818 (the name the config flow and its texts use)
     """The port cannot be opened or the host refuses the connection."""
+
+    error = "cannot_connect"
+
+
+class PortGone(CannotConnect):
+    """The serial device does not exist (the cable is unplugged, or named otherwise now)."""
 
     error = "cannot_connect"
 
@@ -228,6 +235,8 @@ class SerialSource(_TransportSource):
             # pyserial's SerialException is an OSError; ValueError is a malformed path.
             if "exclusively lock" in str(err):
                 raise PortInUse(f"{path} is in use by another program") from err
+            if getattr(err, "errno", None) == errno.ENOENT:
+                raise PortGone(f"{path} is gone (the cable unplugged?)") from err
             raise CannotConnect(f"cannot open {path}: {err}") from err
         assert isinstance(protocol, _Receiving)
         fd = getattr(getattr(transport, "serial", None), "fd", None)
