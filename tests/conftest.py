@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from unittest.mock import PropertyMock, patch
@@ -108,6 +109,19 @@ async def tcp_meter(simulator: MeterSimulator) -> AsyncIterator[TcpMeter]:
     """The simulator behind a loopback TCP bridge."""
     async with await serve_tcp(simulator) as meter:
         yield meter
+
+
+class RecordingMeter(MeterSimulator):
+    """The simulator, keeping the values of every frame it sends."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.sent: list[dict[str, Decimal | str]] = []
+
+    def next_frame(self) -> bytes:
+        frame = super().next_frame()
+        self.sent.append(self.last_values)
+        return frame
 
 
 def entry_data(simulator: MeterSimulator, key: bytes | None, **connection: Any) -> dict[str, Any]:

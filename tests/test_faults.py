@@ -43,10 +43,10 @@ from custom_components.smarty_p1.const import (
 from custom_components.smarty_p1.coordinator import SmartyCoordinator, registers_store
 from custom_components.smarty_p1.diagnostics import async_get_config_entry_diagnostics
 from custom_components.smarty_p1.p1 import MAX_FRAME
-from custom_components.smarty_p1.p1.simulator import MeterSimulator, PtyMeter
+from custom_components.smarty_p1.p1.simulator import PtyMeter
 from custom_components.smarty_p1.p1.sources import TcpSource
 
-from .conftest import INTERVAL, KEY, make_entry, setup, wait_for, with_values
+from .conftest import INTERVAL, KEY, RecordingMeter, make_entry, setup, wait_for, with_values
 from .mqtt_broker import Broker, Dongle, broker, mqtt_entry, publish
 
 __all__ = ["broker", "mqtt_entry"]
@@ -60,19 +60,6 @@ WATCHED = {
     "1-0:32.7.0": "1-0:32.7.0",
 }
 NEW_KEY = bytes.fromhex("00112233445566778899AABBCCDDEEFF")
-
-
-class RecordingMeter(MeterSimulator):
-    """The simulator, keeping the values of every frame it sends."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.sent: list[dict[str, Decimal | str]] = []
-
-    def next_frame(self) -> bytes:
-        frame = super().next_frame()
-        self.sent.append(self.last_values)
-        return frame
 
 
 class Watch:
