@@ -145,7 +145,7 @@ def new_unique_ids() -> Iterator[None]:
 
 @pytest.fixture
 def expected_lingering_timers() -> bool:
-    """Core dsmr leaves its first-telegram listener and keep-alive timers when it unloads."""
+    """Core dsmr leaves the 60 s keep-alive timer of a bridge entry behind when it unloads."""
     return True
 
 
