@@ -13,6 +13,7 @@ from .entity import device_identifier, meter_device
 from .migration import async_migrate_entry
 from .p1 import mbus_channel
 from .rebroadcast import async_start as async_start_rebroadcast
+from .takeover import async_adopt as async_adopt_takeover
 from .tariff_runtime import async_remove_store
 
 __all__ = ["async_migrate_entry"]
@@ -22,6 +23,8 @@ PLATFORMS: list[Platform] = [Platform.BINARY_SENSOR, Platform.EVENT, Platform.SE
 
 async def async_setup_entry(hass: HomeAssistant, entry: SmartyConfigEntry) -> bool:
     """Connect to the meter and start reading; ConfigEntryNotReady when it can't be reached."""
+    # A dsmr entry's entities move onto ours before any of ours registers (takeover.py).
+    async_adopt_takeover(hass, entry)
     coordinator = SmartyCoordinator(hass, entry)
     # M-Bus devices link to the meter's device by its id, so it exists before any entity.
     dr.async_get(hass).async_get_or_create(

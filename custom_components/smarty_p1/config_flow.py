@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, override
 
 from homeassistant.config_entries import (
     SOURCE_REAUTH,
     SOURCE_RECONFIGURE,
+    SOURCE_USER,
     ConfigEntry,
     ConfigEntryState,
     ConfigFlow,
@@ -32,6 +33,7 @@ from homeassistant.helpers.selector import (
 )
 from serial.tools.list_ports import comports
 
+from . import takeover as dsmr_takeover
 from .connection import Endpoint, InvalidKey, KeyRequired, SourceError, probe, source_for
 from .const import (
     CONF_CONNECTION_TYPE,
@@ -51,7 +53,7 @@ from .const import (
     DOMAIN,
     LOGGER,
 )
-from .p1 import InvalidKeyFormatError, normalize_key
+from .p1 import InvalidKeyFormatError, Telegram, normalize_key
 from .p1.sources import by_id_names
 from .rebroadcast import Rebroadcaster, async_port_free, listen_address
 from .tariff import REFERENCE_POWERS
@@ -161,6 +163,12 @@ class SmartyConfigFlow(ConfigFlow, domain=DOMAIN):
         self._key: str | None = None
         # The new entry's data, once its meter answered: only the tariff step is left.
         self._data: dict[str, Any] = {}
+        # The telegram the last probe read.
+        self._telegram: Telegram | None = None
+        # A dsmr entry of the same port or meter, offered for taking over; the take-over under
+        # way (planned, not finished).
+        self._dsmr: ConfigEntry | None = None
+        self._takeover: dsmr_takeover.Takeover | None = None
 
     @staticmethod
     @callback
@@ -263,8 +271,140 @@ class SmartyConfigFlow(ConfigFlow, domain=DOMAIN):
             description_placeholders=_LEVELS,
         )
 
+    # --- Taking over a dsmr entry (dsmr_takeover.py) ---
+
+    async def _async_dsmr_on_port(
+        self, dsmr: ConfigEntry, connection: dict[str, Any]
+    ) -> ConfigFlowResult | str:
+        """A dsmr entry reads the chosen port: offer to take it over instead of probing."""
+        if self.source != SOURCE_USER:
+            return "dsmr_reads_port"
+        self._connection = connection
+        self._dsmr = dsmr
+        return await self.async_step_dsmr_port()
+
+    async def async_step_dsmr_port(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Offer to take over the dsmr entry that reads the chosen port (one port, one reader)."""
+        return self._dsmr_menu("dsmr_port", ["takeover", "dsmr_keep"])
+
+    async def async_step_dsmr_meter(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Offer to take over the dsmr entry of this meter, or to add the meter next to it."""
+        return self._dsmr_menu("dsmr_meter", ["takeover", "tariff"])
+
+    def _dsmr_menu(self, step_id: str, options: list[str]) -> ConfigFlowResult:
+        assert self._dsmr is not None
+        return self.async_show_menu(
+            step_id=step_id,
+            menu_options=options,
+            description_placeholders=_dsmr_placeholders(self._dsmr),
+        )
+
+    async def async_step_dsmr_keep(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Keep the dsmr entry: the port has one reader, so the flow ends here."""
+        assert self._dsmr is not None
+        return self.async_abort(
+            reason="dsmr_reads_port", description_placeholders=_dsmr_placeholders(self._dsmr)
+        )
+
+    async def async_step_takeover(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Take the dsmr entry over: on its port with its key first (the same meter)."""
+        assert self._dsmr is not None
+        if self._data:
+            # The meter answered on another path already (the same meter by its serial).
+            return await self._async_take_over(
+                await dsmr_takeover.async_release(self.hass, self._dsmr)
+            )
+        self._key = dsmr_takeover.stored_key(self._dsmr)
+        result = await self._async_takeover_check()
+        if isinstance(result, str):
+            return await self._async_key_step("takeover_key", None, result)
+        return result
+
+    async def async_step_takeover_key(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """The dsmr entry's key did not verify (or the check failed): a key, and a new try."""
+        return await self._async_key_step(
+            "takeover_key", user_input, check=self._async_takeover_check
+        )
+
+    async def _async_takeover_check(self) -> ConfigFlowResult | str:
+        """Free the port, read the meter; dsmr set up again as it was on any failure (whose
+        error is returned)."""
+        assert self._dsmr is not None
+        dsmr = self._dsmr
+        was_reading = await dsmr_takeover.async_release(self.hass, dsmr)
+        try:
+            serial = await self._async_read_serial()
+            await self.async_set_unique_id(serial)
+            self._abort_if_unique_id_configured()
+        except SourceError as err:
+            await dsmr_takeover.async_restore(self.hass, dsmr, was_reading=was_reading)
+            return err.error
+        except BaseException:
+            await dsmr_takeover.async_restore(self.hass, dsmr, was_reading=was_reading)
+            raise
+        if dsmr_takeover.is_other_meter(dsmr, serial):
+            # Its history is another meter's registers: continuing it would be a jump.
+            await dsmr_takeover.async_restore(self.hass, dsmr, was_reading=was_reading)
+            return self.async_abort(
+                reason="dsmr_other_meter", description_placeholders={"serial": serial}
+            )
+        self._data = {
+            **self._connection,
+            CONF_DECRYPTION_KEY: self._key,
+            CONF_SERIAL_NUMBER: serial,
+        }
+        return await self._async_take_over(was_reading)
+
+    async def _async_take_over(self, was_reading: bool) -> ConfigFlowResult:
+        """Create our entry with the plan of what moves; the dsmr entry goes once it exists."""
+        assert self._dsmr is not None
+        assert self._telegram is not None
+        takeover = dsmr_takeover.plan(
+            self.hass, self._dsmr, self._telegram, was_reading=was_reading
+        )
+        dsmr_takeover.async_plan(self.hass, takeover)
+        self._takeover = takeover
+        title = f"Smarty {self._data[CONF_SERIAL_NUMBER]}"
+        return self.async_create_entry(title=title, data=self._data)
+
+    @override
+    async def async_on_create_entry(self, result: ConfigFlowResult) -> ConfigFlowResult:
+        """Our entry exists (and took over the entities): remove the dsmr entry; say what moved."""
+        if (takeover := self._takeover) is None:
+            return result
+        self._takeover = None
+        if await dsmr_takeover.async_abandon(self.hass, takeover):
+            # Our setup did not carry the plan out: nothing moved, so dsmr stays as it was.
+            return result
+        result["description"] = "takeover"
+        result["description_placeholders"] = await dsmr_takeover.async_finish(self.hass, takeover)
+        return result
+
+    @callback
+    @override
+    def async_remove(self) -> None:
+        """The flow ends before our entry took the plan over: dsmr runs again as it did."""
+        if (takeover := self._takeover) is not None:
+            self.hass.async_create_task(
+                dsmr_takeover.async_abandon(self.hass, takeover), eager_start=True
+            )
+
     async def _async_key_step(
-        self, step_id: str, user_input: dict[str, Any] | None, error: str | None = None
+        self,
+        step_id: str,
+        user_input: dict[str, Any] | None,
+        error: str | None = None,
+        check: Callable[[], Awaitable[ConfigFlowResult | str]] | None = None,
     ) -> ConfigFlowResult:
         errors = {"base": error} if error else {}
         if user_input is not None:
@@ -273,7 +413,8 @@ class SmartyConfigFlow(ConfigFlow, domain=DOMAIN):
             except InvalidKeyFormatError:
                 errors[CONF_DECRYPTION_KEY] = "invalid_key_format"
             else:
-                result = await self._async_check()
+                # A take-over checks the key with the dsmr entry out of the way (dsmr_takeover.py).
+                result = await (check or self._async_check)()
                 if not isinstance(result, str):
                     return result
                 errors["base"] = result
@@ -331,6 +472,10 @@ class SmartyConfigFlow(ConfigFlow, domain=DOMAIN):
             self._async_abort_entries_match(
                 {key: value for key, value in connection.items() if key != CONF_CONNECTION_TYPE}
             )
+        # --- Take-over hook: a dsmr entry reads this port (probing would get half its bytes).
+        if (dsmr := await dsmr_takeover.async_entry_on(self.hass, connection)) is not None:
+            return await self._async_dsmr_on_port(dsmr, connection)
+        # ---
         self._connection = connection
         result = await self._async_check()
         if result in _ASK_FOR_KEY:
@@ -366,6 +511,11 @@ class SmartyConfigFlow(ConfigFlow, domain=DOMAIN):
             await self.async_set_unique_id(serial)
             self._abort_if_unique_id_configured()
             self._data = data
+            # --- Take-over hook: a dsmr entry of this meter, reading it elsewhere.
+            if (dsmr := dsmr_takeover.entry_of_meter(self.hass, serial)) is not None:
+                self._dsmr = dsmr
+                return await self.async_step_dsmr_meter()
+            # ---
             return await self.async_step_tariff()
         if entry.unique_id != serial:
             if released is not None:
@@ -389,6 +539,7 @@ class SmartyConfigFlow(ConfigFlow, domain=DOMAIN):
             raise SourceError from err
         if telegram.serial is None:
             raise NoSerialError
+        self._telegram = telegram
         return telegram.serial
 
 
@@ -396,6 +547,11 @@ class NoSerialError(SourceError):
     """A telegram arrived but without the serial number that identifies the meter."""
 
     error = "no_serial"
+
+
+def _dsmr_placeholders(entry: ConfigEntry) -> dict[str, str]:
+    """What the take-over texts say about a dsmr entry."""
+    return {"integration": entry.domain, "title": entry.title}
 
 
 def _tariff_options(user_input: Mapping[str, Any]) -> dict[str, float]:

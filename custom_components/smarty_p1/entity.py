@@ -64,12 +64,17 @@ def meter_name(serial: str | None) -> str:
 def device_identifier(
     coordinator: SmartyCoordinator, channel: int | None = None
 ) -> tuple[str, str]:
-    """The device registry identifier of the meter (channel None) or of an M-Bus channel.
+    """The device registry identifier of the meter (channel None) or of an M-Bus channel."""
+    return serial_device_identifier(meter_id(coordinator), channel)
+
+
+def serial_device_identifier(serial: str, channel: int | None = None) -> tuple[str, str]:
+    """The device registry identifier of a meter's device (channel None) or of its M-Bus
+    channel's, by the meter's serial.
 
     M-Bus devices are keyed by channel, not by the M-Bus meter's own id: a replaced gas meter
     keeps its history.
     """
-    serial = meter_id(coordinator)
     return (DOMAIN, serial if channel is None else f"{serial}_mbus_{channel}")
 
 
