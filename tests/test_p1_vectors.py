@@ -8,6 +8,8 @@ from custom_components.smarty_p1.p1 import (
     AuthKeyLearningError,
     CRCError,
     DamagedFrameError,
+    DecryptionError,
+    EncryptedFrame,
     FrameCipher,
     Integrity,
     MalformedFrameError,
@@ -36,6 +38,7 @@ from .p1_helpers import (  # the fixture replaces conftest's Home Assistant set-
 
 ENCRYPTED = vector_names("encrypted_frame")
 PLAINTEXT = vector_names("plaintext_telegram")
+DERIVED = vector_names("derived_stream")
 NEGATIVE = [case["name"] for case in vector("enc_negative_cases")["cases"]]
 # The negative cases that yield one rejection, by what it is now told to be.
 FAILING: dict[str, type[P1Error]] = {
@@ -53,9 +56,10 @@ FAILING: dict[str, type[P1Error]] = {
 
 
 def test_every_vector_is_covered() -> None:
-    assert set(vector_names()) == {*ENCRYPTED, *PLAINTEXT, "enc_negative_cases"}
+    assert set(vector_names()) == {*ENCRYPTED, *PLAINTEXT, *DERIVED, "enc_negative_cases"}
     assert len(ENCRYPTED) >= 6
     assert len(PLAINTEXT) >= 13
+    assert len(DERIVED) >= 4
 
 
 @pytest.mark.parametrize("name", ENCRYPTED)
@@ -219,3 +223,61 @@ def test_negative_case_byte_by_byte(name: str) -> None:
         item.objects for item in whole if isinstance(item, Telegram)
     ]
 
+
+def _wires(name: str) -> list[bytes]:
+    return [bytes.fromhex(entry["frame_hex"]) for entry in vector(name)["frames"]]
+
+
+def _outcomes(results: list[Telegram | P1Error]) -> list[str]:
+    return ["telegram" if isinstance(item, Telegram) else item.reason for item in results]
+
+
+@pytest.mark.parametrize("split", ["frames", "one_chunk", "bytes"])
+@pytest.mark.parametrize("name", DERIVED)
+def test_derived_stream(name: str, split: str) -> None:
+    """Every derived frame gets the verdict its vector gives it, however the stream is cut."""
+    data = vector(name)
+    wires = _wires(name)
+    decoder = TelegramDecoder(
+        bytes.fromhex(data["key_hex"]), auth_key=bytes.fromhex(data["auth_key_hex"])
+    )
+    if split == "frames":
+        pieces = wires
+    elif split == "one_chunk":
+        pieces = [b"".join(wires)]
+    else:
+        pieces = [bytes([byte]) for byte in b"".join(wires)]
+    results = [item for piece in pieces for item in decoder.feed(piece)]
+    assert _outcomes(results) == [entry["expect"] for entry in data["frames"]]
+    assert decoder.integrity == data["integrity"]
+    assert decoder.pending == 0
+    assert decoder.noise_bytes == 0
+    # No value the meter did not send: each telegram is what its frame holds.
+    cipher = FrameCipher(bytes.fromhex(data["key_hex"]))
+    for item, wire in zip(results, wires, strict=True):
+        if isinstance(item, Telegram):
+            assert item.raw == cipher.keystream(wire[2:10] + wire[14:18], wire[18:-12])
+
+
+def test_learned_key_of_the_derived_meter() -> None:
+    """The key learned from the derived meter verifies all its genuine frames with full GCM, of
+    every length, though it need not be the meter's key bit for bit.
+    """
+    name = "derived_other_auth_key"
+    data = vector(name)
+    decoder = TelegramDecoder(bytes.fromhex(data["key_hex"]))
+    for wire in _wires(name):
+        decoder.feed(wire)
+    learned = decoder.learned_key
+    assert learned is not None
+    assert set(learned.block_counts) <= {entry["blocks"] for entry in data["frames"]}
+    genuine = FrameCipher(bytes.fromhex(data["key_hex"]), learned.key)
+    for entry, wire in zip(data["frames"], _wires(name), strict=True):
+        frame_fields = EncryptedFrame(
+            wire[2:10], int.from_bytes(wire[14:18]), wire[18:-12], wire[-12:]
+        )
+        if entry["expect"] in ("telegram", "learning"):
+            assert genuine.decrypt(frame_fields).startswith(b"/Lux5")
+        else:
+            with pytest.raises(DecryptionError):
+                genuine.decrypt(frame_fields)
