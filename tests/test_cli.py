@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from custom_components.smarty_p1.p1 import Telegram, TelegramDecoder
+from custom_components.smarty_p1.p1 import REASONS, Telegram, TelegramDecoder, crc16_arc
 from custom_components.smarty_p1.p1.cli import main
 from custom_components.smarty_p1.p1.simulator import MeterSimulator, PtyMeter, serve_tcp
 
@@ -88,7 +88,7 @@ def test_read_file_stats(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert main(["read", "--key", KEY, "--file", path, "--stats"]) == 0
     (stats,) = _json_lines(capsys.readouterr().out)
     assert stats["telegrams"] == 1
-    assert stats["rejected"] == {"tag": 0, "crc": 1, "malformed": 0, "key_required": 0}
+    assert stats["rejected"] == {**dict.fromkeys(REASONS, 0), "crc": 1}
     assert stats["bytes"] == 5 + len(bytes.fromhex(case["frame_hex"]))
 
 
@@ -247,10 +247,14 @@ def test_bridge_that_hangs_up_after_a_frame_exits_1(capsys: pytest.CaptureFixtur
 def test_table_of_an_old_plaintext_telegram(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    old = b"/ISk5\\2ME382-1004\r\n\r\n1-0:1.8.1(00123.456)\r\n1-0:1.7.0()\r\n9-9:9.9.9(x)\r\n!\r\n"
+    body = b"/ISk5\\2ME382-1004\r\n\r\n1-0:1.8.1(00123.456)\r\n1-0:1.7.0()\r\n9-9:9.9.9(x)\r\n!"
+    # Without CRC digits (DSMR 2/3) it is refused: the decoder accepts that only when asked.
+    assert main(["read", "--file", _capture(tmp_path, body + b"\r\n")]) == 0
+    assert capsys.readouterr().err == "rejected: telegram does not end in !CRC\n"
+    old = body + f"{crc16_arc(body):04X}\r\n".encode()
     assert main(["read", "--file", _capture(tmp_path, old)]) == 0
     out = capsys.readouterr().out
-    assert out.splitlines()[0] == "ISk5\\2ME382-1004"
+    assert out.splitlines()[0] == f"ISk5\\2ME382-1004  CRC {crc16_arc(body):04X}"
     assert "Energy imported tariff 1           123.456 kWh" in out
     assert "Active power import (P+)           - kW" in out
     assert "9-9:9.9.9     (unknown)                          x" in out

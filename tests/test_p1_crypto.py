@@ -6,12 +6,15 @@ import pytest
 
 from custom_components.smarty_p1.p1 import (
     DEFAULT_AUTH_KEY,
+    REASONS,
+    AuthKeyLearningError,
     DecryptionError,
     FrameCipher,
     InvalidKeyFormatError,
     P1Error,
     Telegram,
     TelegramDecoder,
+    UnencryptedTelegramError,
     normalize_key,
     parse_key,
 )
@@ -89,8 +92,9 @@ def test_round_trip_and_tag() -> None:
 def test_authentication_key_is_overridable() -> None:
     other = bytes(range(16))
     wire = FrameCipher(key(NEXXTLAB), other).encrypt(plaintext(NEXXTLAB), TITLE, 1)
+    # Under the specification's key its tag fails but it decrypts: the learning of test_p1_authkey.
     (failure,) = TelegramDecoder(key(NEXXTLAB)).feed(wire)
-    assert isinstance(failure, DecryptionError)
+    assert isinstance(failure, AuthKeyLearningError)
     telegrams(TelegramDecoder(key(NEXXTLAB), auth_key=other).feed(wire))
     assert bytes.fromhex(vector(NEXXTLAB)["auth_key_hex"]) == DEFAULT_AUTH_KEY
 
@@ -108,16 +112,41 @@ def test_counter_regressions_are_reported() -> None:
     assert decoder.stats.telegrams == len(counters)
     summary = decoder.stats.as_dict()
     assert summary["counter_regressions"] == 2
-    assert summary["rejected"] == {"tag": 0, "crc": 0, "malformed": 0, "key_required": 0}
+    assert summary["rejected"] == dict.fromkeys(REASONS, 0)
     assert summary["telegrams"] == len(counters)
     assert summary["bytes"] == decoder.stats.bytes
 
 
-def test_plaintext_telegrams_do_not_touch_the_counter() -> None:
+def test_plaintext_telegrams_are_refused_with_a_key() -> None:
     decoder = TelegramDecoder(key(NEXXTLAB))
-    telegrams(decoder.feed(frame(NEXXTLAB) + plaintext("plain_lu_real_2026_meterlogger")))
+    stream = frame(NEXXTLAB) + plaintext("plain_lu_real_2026_meterlogger") + frame(NEXXTLAB)
+    first, injected, replayed = decoder.feed(stream)
+    assert isinstance(first, Telegram)
+    assert isinstance(injected, UnencryptedTelegramError)
+    assert injected.reason == "unencrypted"
+    assert isinstance(replayed, Telegram)
     assert decoder.stats.last_frame_counter == vector(NEXXTLAB)["parsed_header"]["frame_counter"]
-    assert decoder.stats.counter_regressions == 0
+    assert decoder.stats.rejected["unencrypted"] == 1
+    assert decoder.stats.telegrams == 2
+
+
+def test_short_tag_or_title_is_a_decryption_error() -> None:
+    cipher = FrameCipher(key(NEXXTLAB))
+    wire = cipher.encrypt(plaintext(NEXXTLAB), TITLE, 77)
+    for broken in (
+        EncryptedFrame(TITLE, 77, wire[18:-12], wire[-12:-1]),
+        EncryptedFrame(TITLE, 77, wire[18:-12], b""),
+        EncryptedFrame(TITLE, 77, wire[18:-12], wire[-12:] + b"\x00"),
+        EncryptedFrame(b"", 77, wire[18:-12], wire[-12:]),
+        EncryptedFrame(TITLE[:4], 77, wire[18:-12], wire[-12:]),
+        EncryptedFrame(TITLE, -1, wire[18:-12], wire[-12:]),
+        EncryptedFrame(TITLE, 1 << 32, wire[18:-12], wire[-12:]),
+    ):
+        with pytest.raises(DecryptionError):
+            cipher.decrypt(broken)
+    assert cipher.decrypt(EncryptedFrame(TITLE, 77, wire[18:-12], wire[-12:])) == plaintext(
+        NEXXTLAB
+    )
 
 
 def test_key_never_shows() -> None:

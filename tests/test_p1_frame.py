@@ -3,24 +3,30 @@
 from __future__ import annotations
 
 import random
+import tracemalloc
 
 import pytest
 
 from custom_components.smarty_p1.p1 import (
     MAX_FRAME,
     CRCError,
-    DecryptionError,
+    DamagedFrameError,
+    FrameAuthenticator,
     FrameCipher,
     FrameReader,
     MalformedFrameError,
     MissingKeyError,
     NotATelegramError,
+    P1Error,
+    SecurityControlError,
     Telegram,
     TelegramDecoder,
+    WrongKeyError,
     check_telegram,
     crc16_arc,
 )
 from custom_components.smarty_p1.p1.frame import Frame
+from custom_components.smarty_p1.p1.simulator import MeterSimulator
 
 from .p1_helpers import (  # the fixture replaces conftest's Home Assistant set-up
     NEXXTLAB,
@@ -127,10 +133,11 @@ def test_cut_frame_costs_only_itself() -> None:
     first, second = _encrypted(_plain(), 1), _encrypted(_plain("1-0:1.8.0(000002.000*kWh)"), 2)
     decoder = _decoder()
     results = decoder.feed(first[:-5] + second)
-    assert isinstance(results[0], DecryptionError)
+    # Its content is intact and its tag is the right one but for the bytes lost: line damage.
+    assert isinstance(results[0], DamagedFrameError)
     (telegram,) = telegrams(results[1:])
     assert telegram.frame_counter == 2
-    assert decoder.stats.rejected["tag"] == 1
+    assert decoder.stats.rejected["damaged"] == 1
 
 
 def test_cut_plain_telegram_costs_only_itself() -> None:
@@ -142,10 +149,12 @@ def test_cut_plain_telegram_costs_only_itself() -> None:
     assert telegram.objects["1-0:1.8.0"].raw == ("000002.000*kWh",)
 
 
-def test_noise_between_frames_is_skipped() -> None:
+@pytest.mark.parametrize("encrypted", [True, False])
+def test_noise_between_frames_is_skipped(encrypted: bool) -> None:
     noise = b"\x00\x01garbage\r\n\xff\xfe" * 20
-    decoder = _decoder()
-    results = decoder.feed(noise + frame(NEXXTLAB) + noise + _plain() + noise)
+    decoder = _decoder() if encrypted else TelegramDecoder()
+    wire = frame(NEXXTLAB) if encrypted else _plain()
+    results = decoder.feed(noise + wire + noise + wire + noise)
     assert len(telegrams(results)) == 2
     assert decoder.noise_bytes == 3 * len(noise)
     assert decoder.pending == 0
@@ -185,10 +194,15 @@ def test_plain_telegram_with_a_bad_crc() -> None:
     assert decoder.stats.rejected["crc"] == 1
 
 
-def test_telegram_without_crc() -> None:
-    (telegram,) = telegrams(TelegramDecoder().feed(b"/ISk5\\2ME382\r\n\r\n1-0:1.8.1(1.5)\r\n!\r\n"))
+def test_telegram_without_crc_only_when_asked() -> None:
+    old = b"/ISk5\\2ME382\r\n\r\n1-0:1.8.1(1.5)\r\n!\r\n"
+    (error,) = TelegramDecoder().feed(old)
+    assert isinstance(error, MalformedFrameError)
+    with pytest.raises(NotATelegramError):
+        check_telegram(old)
+    (telegram,) = telegrams(TelegramDecoder(legacy_crc=True).feed(old))
     assert telegram.crc is None
-    assert check_telegram(b"/ISk5\\2ME382\r\n!\r\n") is None
+    assert check_telegram(old, legacy_crc=True) is None
 
 
 @pytest.mark.parametrize(
@@ -277,7 +291,7 @@ def test_frame_reader_accepts_any_buffer_type() -> None:
 
 
 def test_plaintext_of_the_real_frame() -> None:
-    (result,) = FrameReader(FrameCipher(key(NEXXTLAB)).decrypt).feed(frame(NEXXTLAB))
+    (result,) = FrameReader(FrameAuthenticator(key(NEXXTLAB))).feed(frame(NEXXTLAB))
     assert isinstance(result, Frame)
     assert result.telegram == plaintext(NEXXTLAB)
     assert result.crc == 0xCFDE
@@ -300,3 +314,162 @@ def test_maximum_does_not_depend_on_the_chunking() -> None:
             for item in decoder.feed(long[start : start + chunk])
         ]
         assert [type(item) for item in results] == [Telegram], chunk
+
+
+# Hostile input.
+
+FAKE_HEADER = bytes.fromhex("DB085341476770001234823FE030")
+
+
+def _with_crc(body: bytes) -> bytes:
+    return body + f"{crc16_arc(body):04X}\r\n".encode()
+
+
+@pytest.mark.parametrize(
+    ("data", "rejected"),
+    [
+        (b"/ABC5!\r\n", [MalformedFrameError]),
+        (b"/ABC!\r\n", []),  # not even the start of a telegram: line noise
+        (b"/ABC5\r\n!\r\n", [MalformedFrameError]),
+        # Altered, and its CRC digits dropped so that nothing can check it.
+        (
+            _plain().replace(b"1.000", b"9.000")[: _plain().rindex(b"!") + 1] + b"\r\n",
+            [MalformedFrameError],
+        ),
+    ],
+)
+def test_a_telegram_needs_its_crc(data: bytes, rejected: list[type[P1Error]]) -> None:
+    decoder = TelegramDecoder()
+    assert [type(item) for item in decoder.feed(data)] == rejected
+    assert decoder.pending == 0
+    with pytest.raises(NotATelegramError):
+        check_telegram(data)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"/ABC5\r\n\r\n1-0:1.8.0(\x00)\r\n!",  # a binary byte in the body
+        b"/AB\x7f5\r\n\r\n1-0:1.8.0(1)\r\n!",  # a header byte that is no letter
+        b"/ABC!\r\n\r\n1-0:1.8.0(1)\r\n!",  # no identification
+        b"/ABC5!",  # no header line
+        b"/ABC5 ident\n\r\n1-0:1.8.0(1)\r\n!",  # a header line without CR
+        b"/ABC5\r\n\r\n1-0:1.8.0(1)\r\n!!",  # two ends
+    ],
+)
+def test_check_telegram_is_as_strict_as_the_decoder(body: bytes) -> None:
+    data = _with_crc(body)
+    with pytest.raises(NotATelegramError):
+        check_telegram(data)
+    assert not any(isinstance(item, Telegram) for item in TelegramDecoder().feed(data))
+
+
+def _crc_bytes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the bytes the framer checksums."""
+    from custom_components.smarty_p1.p1 import frame as frame_module
+
+    counted: list[int] = []
+
+    def counting(data: bytes | bytearray | memoryview) -> int:
+        counted.append(len(data))
+        return crc16_arc(data)
+
+    monkeypatch.setattr(frame_module, "crc16_arc", counting)
+    return counted
+
+
+@pytest.mark.parametrize("chunk", [1, 1000, 1 << 20])
+@pytest.mark.parametrize(
+    ("header", "rejected"), [(b"/ABC5", MalformedFrameError), (b"/ABC5\r\n", CRCError)]
+)
+def test_repeated_headers_are_judged_once(
+    chunk: int, header: bytes, rejected: type[P1Error], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every /ABC5 starts a candidate, all in one run of text: one error, each byte
+    checksummed at most once (with CR LF each is a header line, so each could start a telegram).
+    """
+    counted = _crc_bytes(monkeypatch)
+    stream = header * (16 * 1024 // len(header) - 2) + b"!0000\r\n"
+    decoder = TelegramDecoder()
+    results = [
+        item
+        for start in range(0, len(stream), chunk)
+        for item in decoder.feed(stream[start : start + chunk])
+    ]
+    assert type(results[0]) is rejected
+    # A suffix whose CRC happens to be 0000 is a telegram (each candidate has a 2^-16 chance).
+    for item in results[1:]:
+        assert isinstance(item, Telegram)
+        assert stream.endswith(item.raw)
+    assert len(results) <= 2
+    assert sum(counted) <= 2 * len(stream)
+    endless = TelegramDecoder()
+    results = endless.feed(b"/ABC5" * (64 * 1024 // 5))
+    assert [type(item) for item in results] == [MalformedFrameError]
+    assert endless.pending <= MAX_FRAME + 5
+
+
+def test_a_telegram_after_many_headers_is_found(monkeypatch: pytest.MonkeyPatch) -> None:
+    counted = _crc_bytes(monkeypatch)
+    stream = b"/ABC5" * 2000 + _plain()
+    results = TelegramDecoder().feed(stream)
+    assert [type(item) for item in results] == [CRCError, Telegram]
+    assert results[1].raw == _plain()  # type: ignore[union-attr]
+    assert sum(counted) <= 3 * len(stream)
+
+
+@pytest.mark.parametrize("keyed", [True, False])
+@pytest.mark.parametrize("size", [64 * 1024, 256 * 1024])
+def test_bogus_headers_hold_no_memory(keyed: bool, size: int) -> None:
+    """Errors are values without tracebacks, one per span judged, not one per false start."""
+    stream = (FAKE_HEADER * (size // len(FAKE_HEADER) + 1))[:size]
+    decoder = _decoder() if keyed else TelegramDecoder()
+    tracemalloc.start()
+    try:
+        results = decoder.feed(stream)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 * size + 4 * MAX_FRAME
+    assert 1 <= len(results) <= size // (MAX_FRAME - 64) + 1
+    assert all(item.__traceback__ is None for item in results if isinstance(item, P1Error))
+    assert decoder.pending <= MAX_FRAME
+
+
+def test_a_corrupted_length_does_not_hold_back_the_frames_behind_it() -> None:
+    sim = MeterSimulator(key(NEXXTLAB), seed=3)
+    frames = [sim.next_frame() for _ in range(4)]
+    decoder = _decoder()
+    # A bogus header just before the meter's frames, fed as the meter sends them.
+    first = decoder.feed(FAKE_HEADER + frames[0])
+    assert [type(item) for item in first] == [MalformedFrameError, Telegram]
+    assert [type(item) for item in decoder.feed(frames[1])] == [Telegram]
+    # A frame of the meter whose own length was hit: known as the meter's, so damaged.
+    stretched = bytearray(frames[2])
+    stretched[11:13] = (0x3FE0).to_bytes(2)
+    assert decoder.feed(bytes(stretched)) == []
+    assert [type(item) for item in decoder.feed(frames[3])] == [DamagedFrameError, Telegram]
+    assert decoder.pending == 0
+
+
+@pytest.mark.parametrize("one_chunk", [True, False])
+def test_wrong_key_frames_give_one_error_each(one_chunk: bool) -> None:
+    sim = MeterSimulator(key(NEXXTLAB), seed=4)
+    frames = [sim.next_frame() for _ in range(500)]
+    decoder = TelegramDecoder(bytes(16))
+    pieces = [b"".join(frames)] if one_chunk else frames
+    results = [item for piece in pieces for item in decoder.feed(piece)]
+    assert [type(item) for item in results] == [WrongKeyError] * 500
+    assert decoder.stats.rejected == {"wrong_key": 500}
+
+
+@pytest.mark.parametrize("control", [0x10, 0x20])
+def test_other_security_bytes_are_rejected(control: int) -> None:
+    other = bytearray(frame(NEXXTLAB))
+    other[13] = control
+    decoder = _decoder()
+    error, telegram = decoder.feed(bytes(other) + frame(NEXXTLAB))
+    assert isinstance(error, SecurityControlError)
+    assert error.reason == "security"
+    assert isinstance(telegram, Telegram)
+    assert decoder.stats.rejected["security"] == 1

@@ -7,7 +7,7 @@ from functools import cache
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from custom_components.smarty_p1.p1 import P1Error, Telegram, TelegramDecoder
+from custom_components.smarty_p1.p1 import P1Error, Telegram, TelegramDecoder, check_telegram
 from custom_components.smarty_p1.p1.simulator import MeterSimulator
 
 from .p1_helpers import (  # the fixture replaces conftest's Home Assistant set-up
@@ -37,16 +37,22 @@ def _frames() -> tuple[bytes, ...]:
     )
 
 
+def _keyed(wire: bytes) -> bool:
+    return wire[0] == 0xDB
+
+
 @cache
 def _intact() -> tuple[Telegram, ...]:
-    found = TelegramDecoder(key(NEXXTLAB)).feed(b"".join(_frames()))
-    assert all(isinstance(item, Telegram) for item in found)
-    assert len(found) == len(_frames())
-    return tuple(item for item in found if isinstance(item, Telegram))
+    """What the frames decode to: encrypted ones with the key, plaintext ones without it."""
+    found = [
+        TelegramDecoder(key(NEXXTLAB) if _keyed(wire) else None).feed(wire) for wire in _frames()
+    ]
+    assert all(len(items) == 1 and isinstance(items[0], Telegram) for items in found)
+    return tuple(item for items in found for item in items if isinstance(item, Telegram))
 
 
-def _feed(pieces: list[bytes]) -> list[Telegram | P1Error]:
-    decoder = TelegramDecoder(key(NEXXTLAB))
+def _feed(pieces: list[bytes], keyed: bool = True) -> list[Telegram | P1Error]:
+    decoder = TelegramDecoder(key(NEXXTLAB) if keyed else None)
     return [item for piece in pieces for item in decoder.feed(piece)]
 
 
@@ -59,17 +65,18 @@ def _summary(results: list[Telegram | P1Error]) -> list[object]:
     st.lists(st.integers(0, 6), min_size=1, max_size=12),
     st.lists(st.integers(1, 70000), max_size=40),
     st.binary(max_size=64),
+    st.booleans(),
 )
 def test_any_split_gives_the_same_telegrams(
-    order: list[int], cuts: list[int], noise: bytes
+    order: list[int], cuts: list[int], noise: bytes, keyed: bool
 ) -> None:
     stream = b"".join(_frames()[index % len(_frames())] + noise for index in order)
-    whole = _feed([stream])
+    whole = _feed([stream], keyed)
     points = sorted({cut % (len(stream) + 1) for cut in cuts})
     pieces = [
         stream[start:end] for start, end in zip([0, *points], [*points, len(stream)], strict=True)
     ]
-    assert _summary(_feed(pieces)) == _summary(whole)
+    assert _summary(_feed(pieces, keyed)) == _summary(whole)
 
 
 @BOUNDED
@@ -113,19 +120,44 @@ def _apply(stream: bytes, edits: list[tuple[str, int, object]]) -> bytes:
     st.lists(st.integers(0, 5), min_size=1, max_size=8),
     st.lists(_EDITS, min_size=1, max_size=6),
     st.integers(1, 5000),
+    st.booleans(),
 )
 def test_damage_never_yields_a_telegram_that_was_not_sent(
-    order: list[int], edits: list[tuple[str, int, object]], chunk: int
+    order: list[int], edits: list[tuple[str, int, object]], chunk: int, keyed: bool
 ) -> None:
     stream = _apply(b"".join(_frames()[index] for index in order), edits)
-    results = _feed([stream[start : start + chunk] for start in range(0, len(stream), chunk)])
+    pieces = [stream[start : start + chunk] for start in range(0, len(stream), chunk)]
+    results = _feed(pieces, keyed)
     intact = _intact()
     for item in results:
         if isinstance(item, Telegram):
             assert item in intact
+            # With a key only encrypted frames count; without one, none can.
+            assert item.encrypted == keyed
     # A damaged frame never costs the next one: every frame the damage missed still comes out.
-    untouched = sum(stream.count(_frames()[index]) for index in set(order))
+    untouched = sum(
+        stream.count(_frames()[index]) for index in set(order) if _keyed(_frames()[index]) == keyed
+    )
     assert sum(isinstance(item, Telegram) for item in results) >= untouched
+
+
+@BOUNDED
+@given(st.integers(0, 5), st.lists(_EDITS, max_size=3), st.binary(max_size=6), st.booleans())
+def test_check_telegram_is_exactly_as_strict_as_the_decoder(
+    index: int, edits: list[tuple[str, int, object]], prefix: bytes, legacy_crc: bool
+) -> None:
+    """The public check accepts a telegram if and only if the decoder returns it whole."""
+    telegram = _intact()[index].raw
+    candidate = prefix + _apply(telegram, edits)
+    try:
+        check_telegram(candidate, legacy_crc=legacy_crc)
+    except P1Error:
+        accepted = False
+    else:
+        accepted = True
+    results = TelegramDecoder(legacy_crc=legacy_crc).feed(candidate)
+    whole = [item for item in results if isinstance(item, Telegram) and item.raw == candidate]
+    assert bool(whole) == accepted
 
 
 @BOUNDED

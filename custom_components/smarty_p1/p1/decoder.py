@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from .crypto import DEFAULT_AUTH_KEY, FrameCipher
-from .errors import P1Error
+from .authkey import LearnedAuthKey
+from .crypto import DEFAULT_AUTH_KEY
+from .errors import REASONS, P1Error
 from .frame import MAX_FRAME, FrameReader
+from .integrity import FrameAuthenticator, Integrity
 from .telegram import Telegram, parse_telegram
 
 
@@ -25,12 +27,7 @@ class DecoderStats:
         """The summary printed by the console reader and shown in diagnostics."""
         return {
             "telegrams": self.telegrams,
-            "rejected": {
-                "tag": self.rejected["tag"],
-                "crc": self.rejected["crc"],
-                "malformed": self.rejected["malformed"],
-                "key_required": self.rejected["key_required"],
-            },
+            "rejected": {reason: self.rejected[reason] for reason in REASONS},
             "bytes": self.bytes,
             "last_frame_counter": self.last_frame_counter,
             "counter_regressions": self.counter_regressions,
@@ -42,23 +39,52 @@ class TelegramDecoder:
 
     ``feed`` returns, in stream order, a Telegram for every frame that verified and a P1Error
     for every frame that did not; nothing is raised for bad input.
+
+    With a key, only encrypted frames count (plaintext telegrams are refused). ``authenticator``
+    replaces ``key`` and ``auth_key`` to share what a meter's frames have shown (its learned
+    authentication key) across the decoders of successive connections. ``legacy_crc`` accepts
+    DSMR 2/3 telegrams without a CRC, and CRCs of fewer than four digits; off by default, since
+    a DSMR 5 meter always sends four digits and a telegram without any has no integrity check.
     """
 
-    __slots__ = ("_reader", "stats")
+    __slots__ = ("_authenticator", "_reader", "stats")
 
     def __init__(
         self,
         key: bytes | None = None,
         *,
-        auth_key: bytes = DEFAULT_AUTH_KEY,
+        auth_key: bytes | LearnedAuthKey = DEFAULT_AUTH_KEY,
+        authenticator: FrameAuthenticator | None = None,
         max_frame: int = MAX_FRAME,
+        legacy_crc: bool = False,
     ) -> None:
-        cipher = FrameCipher(key, auth_key) if key is not None else None
-        self._reader = FrameReader(cipher.decrypt if cipher else None, max_frame)
+        if authenticator is not None and key is not None:
+            raise ValueError("give a key or an authenticator, not both")
+        if authenticator is None and key is not None:
+            authenticator = FrameAuthenticator(key, auth_key)
+        self._authenticator = authenticator
+        self._reader = FrameReader(authenticator, max_frame, legacy_crc=legacy_crc)
         self.stats = DecoderStats()
 
     def __repr__(self) -> str:
-        return f"TelegramDecoder(stats={self.stats!r})"
+        return f"TelegramDecoder(integrity={self.integrity.value}, stats={self.stats!r})"
+
+    @property
+    def authenticator(self) -> FrameAuthenticator | None:
+        """What verifies the frames (None without a key): hand it to the next connection's."""
+        return self._authenticator
+
+    @property
+    def integrity(self) -> Integrity:
+        """How the telegrams are protected: PLAINTEXT without a key."""
+        authenticator = self._authenticator
+        return Integrity.PLAINTEXT if authenticator is None else authenticator.integrity
+
+    @property
+    def learned_key(self) -> LearnedAuthKey | None:
+        """The meter's authentication key, once learned from its frames and confirmed."""
+        authenticator = self._authenticator
+        return None if authenticator is None else authenticator.learned_key
 
     @property
     def noise_bytes(self) -> int:
@@ -84,7 +110,10 @@ class TelegramDecoder:
                 telegram = parse_telegram(
                     frame.telegram, frame.crc, frame.system_title, frame.frame_counter
                 )
-            except P1Error as err:
+            except P1Error as err:  # pragma: no cover - the framer passes only valid telegrams
+                # Kept so that a stricter parser cannot make feed() raise; dropped with its
+                # traceback, which holds the frame.
+                err.__traceback__ = None
                 stats.rejected[err.reason] += 1
                 results.append(err)
                 continue
