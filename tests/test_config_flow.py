@@ -498,7 +498,7 @@ async def test_reauth_with_the_runtime(hass: HomeAssistant, pty_meter: PtyMeter)
     entry = flow_entry(on_serial(pty_meter.path), key=OTHER_KEY)
     entry.add_to_hass(hass)
     assert await hass.config_entries.async_setup(entry.entry_id)
-    await wait_for(hass, lambda: entry.runtime_data.health.stats.rejected["tag"] > 0)
+    await wait_for(hass, lambda: entry.runtime_data.health.stats.rejected["wrong_key"] > 0)
 
     result = await entry.start_reauth_flow(hass)
     result = await submit(hass, result, {CONF_DECRYPTION_KEY: OTHER_KEY.hex()})

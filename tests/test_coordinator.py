@@ -222,12 +222,12 @@ async def test_no_reauth_for_a_single_bad_frame(
     with patch("custom_components.smarty_p1.coordinator.AUTH_FAILURE_WINDOW", 0.1):
         coordinator = await setup(hass, quiet_entry)
         quiet_pty.inject(encrypt(base_telegram, 5, bytes(16)))
-        await wait_for(hass, lambda: coordinator.health.stats.rejected["tag"] == 1)
+        await wait_for(hass, lambda: coordinator.health.stats.rejected["wrong_key"] == 1)
         await asyncio.sleep(0.15)
         send(base_telegram)
         await published(hass, coordinator, 1)
         quiet_pty.inject(encrypt(base_telegram, 6, bytes(16)))
-        await wait_for(hass, lambda: coordinator.health.stats.rejected["tag"] == 2)
+        await wait_for(hass, lambda: coordinator.health.stats.rejected["wrong_key"] == 2)
         assert not list(quiet_entry.async_get_active_flows(hass, {SOURCE_REAUTH}))
         assert await hass.config_entries.async_unload(quiet_entry.entry_id)
 

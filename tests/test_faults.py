@@ -12,8 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import select
 import socket
 import struct
+import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -22,7 +25,7 @@ from typing import Any
 from unittest.mock import patch
 
 import pytest
-from homeassistant.config_entries import SOURCE_REAUTH
+from homeassistant.config_entries import SOURCE_REAUTH, SOURCE_USER
 from homeassistant.const import CONF_DEVICE, CONF_HOST, CONF_PORT, STATE_UNAVAILABLE
 from homeassistant.core import Event, EventStateChangedData, HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
@@ -433,6 +436,150 @@ async def test_stored_total_above_the_meter_is_re_anchored(hass: HomeAssistant) 
         print(f"\n[faults] {'stored total re-anchored':<24} held {first_real:4d}  wrong    0")
 
 
+# Injected and altered frames (with a key set, only authenticated telegrams count).
+
+INJECTED_KWH = "099999.999*kWh"
+
+
+def injected(sim: RecordingMeter) -> bytes:
+    """A plaintext telegram in the meter's name (its serial, a valid CRC), with a register the
+    meter never sent: what anyone who can write to the line, the bridge or the topic can send."""
+    return with_values(sim.last_telegram, **{"1-0:1.8.0": INJECTED_KWH})
+
+
+def tampered(sim: RecordingMeter, frame: bytes) -> bytes:
+    """The meter's frame with its import register changed through the counter-mode stream and
+    the CRC fixed up: only the GCM tag can tell."""
+    changed = with_values(sim.last_telegram, **{"1-0:1.8.0": INJECTED_KWH})
+    assert len(changed) == len(sim.last_telegram)
+    delta = bytes(a ^ b for a, b in zip(sim.last_telegram, changed, strict=True))
+    start = 18
+    body = bytes(a ^ b for a, b in zip(frame[start : start + len(delta)], delta, strict=True))
+    return frame[:start] + body + frame[start + len(delta) :]
+
+
+async def test_plaintext_injected_on_the_line_and_tampered_frames(
+    line: tuple[Line, Watch],
+) -> None:
+    """Plaintext telegrams (valid CRC) and frames altered with their CRC fixed up, between the
+    meter's frames: none is shown, each is counted under its own reason."""
+    wire, watch = line
+    for _ in range(3):
+        frame = await wire.send()
+        await wire.send(injected(wire.sim))
+        await wire.send(tampered(wire.sim, wire.sim.next_frame()))
+    for _ in range(3):
+        await wire.send()
+    await watch.caught_up()
+    watch.report("plaintext/tampered, line")
+    rejected = watch.coordinator.health.stats.rejected
+    assert rejected["unencrypted"] == 3
+    assert rejected["tag"] == 3
+    assert frame
+
+
+async def test_noise_longer_than_the_key_window_starts_no_reauth(
+    hass: HomeAssistant, line: tuple[Line, Watch]
+) -> None:
+    """For longer than the key-failure window every frame arrives damaged (noise inside it):
+    damaged frames prove nothing about the key, so no reauthentication is asked for."""
+    wire, watch = line
+    entry = watch.coordinator.config_entry
+    noise = os.urandom(40)
+    for index in range(20):
+        frame = wire.sim.next_frame()
+        # Anywhere in the frame after its header, its first bytes of ciphertext included.
+        cut = 19 + index * 37 % (len(frame) - 40)
+        await wire.send(frame[:cut] + noise + frame[cut:])
+    assert watch.coordinator.health.stats.rejected["damaged"] >= 15
+    assert not list(entry.async_get_active_flows(hass, {SOURCE_REAUTH}))
+    for _ in range(3):
+        await wire.send()
+    await watch.caught_up()
+    watch.report("noise for longer than the key window")
+    assert not list(entry.async_get_active_flows(hass, {SOURCE_REAUTH}))
+
+
+class Thief(threading.Thread):
+    """Another program reading the same serial port (a second integration, an add-on): it takes
+    whatever bytes it gets first, so both readers see broken frames."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(name="second reader", daemon=True)
+        self._fd = os.open(path, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK)
+        self._stop = threading.Event()
+        self.taken = 0
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            ready, _, _ = select.select([self._fd], [], [], 0.05)
+            # Small reads as fast as bytes come, as a reader on its own thread makes them.
+            while ready and not self._stop.is_set():
+                try:
+                    data = os.read(self._fd, 16)
+                except OSError:
+                    break
+                if not data:
+                    break
+                self.taken += len(data)
+
+    def close(self) -> None:
+        self._stop.set()
+        self.join()
+        os.close(self._fd)
+
+
+class UartMeter(PtyMeter):
+    """Bytes at the pace of a 115200 baud line (a frame takes some 90 ms), not in one write:
+    two readers of the port then take turns within every frame."""
+
+    def inject(self, data: bytes) -> None:
+        for start in range(0, len(data), 64):
+            super().inject(data[start : start + 64])
+            time.sleep(64 / 11_520)
+
+
+async def test_another_reader_on_the_port_is_never_a_wrong_key(
+    hass: HomeAssistant, fast_meter: RecordingMeter
+) -> None:
+    """Set up with the right key while another program reads the same port: the flow says the
+    frames arrive damaged (one port, one reader), never that the key is wrong."""
+    with (
+        UartMeter(fast_meter) as pty,
+        patch("custom_components.smarty_p1.config_flow.comports", return_value=[]),
+        patch("custom_components.smarty_p1.const.PROBE_TIMEOUT", 2.0),
+    ):
+        thief = Thief(pty.path)
+        thief.start()
+        try:
+            result = await hass.config_entries.flow.async_init(
+                DOMAIN, context={"source": SOURCE_USER}
+            )
+            result = await hass.config_entries.flow.async_configure(
+                result["flow_id"], {"next_step_id": "serial"}
+            )
+            assert result["step_id"] == "serial_manual"
+            seen: list[str] = []
+            for _ in range(3):
+                result = await hass.config_entries.flow.async_configure(
+                    result["flow_id"],
+                    {CONF_DECRYPTION_KEY: KEY.hex()}
+                    if result["step_id"] == "key"
+                    else {CONF_DEVICE: pty.path},
+                )
+                seen.append(str((result.get("errors") or {}).get("base")))
+                if result["step_id"] not in ("key", "serial_manual"):
+                    break
+        finally:
+            thief.close()
+    assert thief.taken > 0
+    assert "invalid_key" not in seen, seen
+    assert "damaged_frames" in seen, seen
+    print(f"\n[faults] {'second reader at setup':<24} flow said {seen}")
+    if result["type"] is FlowResultType.FORM:
+        hass.config_entries.flow.async_abort(result["flow_id"])
+
+
 # TCP bridges.
 
 
@@ -473,6 +620,11 @@ class Bridge:
             frame = self.sim.next_frame()
             for writer in list(self._writers):
                 await self._send(writer, frame)
+
+    def inject(self, data: bytes) -> None:
+        """Bytes from someone else, to every client, between the meter's frames."""
+        for writer in list(self._writers):
+            writer.write(data)
 
     async def _send(self, writer: asyncio.StreamWriter, frame: bytes) -> None:
         mode = self.mode
@@ -600,6 +752,17 @@ async def test_exception_in_the_reconnect_path(bridge: tuple[Bridge, Watch]) -> 
     watch.report("error while reconnecting")
 
 
+async def test_plaintext_injected_on_the_bridge(bridge: tuple[Bridge, Watch]) -> None:
+    """Anyone who can reach the bridge's port can send a plaintext telegram: refused."""
+    server, watch = bridge
+    for _ in range(5):
+        server.inject(injected(server.sim))
+        await asyncio.sleep(INTERVAL)
+    await watch.delivers()
+    watch.report("plaintext injected, tcp")
+    assert watch.coordinator.health.stats.rejected["unencrypted"] == 5
+
+
 # The key.
 
 
@@ -645,6 +808,26 @@ async def test_broker_restart(
         await watch.delivers(within=15)
     assert dongle.sent
     watch.report("broker restart")
+    assert await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_plaintext_injected_on_the_topic(
+    hass: HomeAssistant, mqtt_entry: MockConfigEntry, broker: Broker, fast_meter: RecordingMeter
+) -> None:
+    """Anyone who can publish to the broker can send a plaintext telegram: refused."""
+    meter = fast_meter
+    entry = make_entry(
+        meter, KEY, **{CONF_CONNECTION_TYPE: CONNECTION_MQTT, CONF_TOPIC: "smarty/raw"}
+    )
+    async with Dongle(hass, meter, "smarty/raw"):
+        coordinator = await setup(hass, entry)
+        watch = Watch(hass, meter, coordinator)
+        await watch.delivers()
+        for _ in range(5):
+            await publish(hass, "smarty/raw", injected(meter))
+        await watch.delivers()
+    watch.report("plaintext injected, mqtt")
+    assert coordinator.health.stats.rejected["unencrypted"] == 5
     assert await hass.config_entries.async_unload(entry.entry_id)
 
 

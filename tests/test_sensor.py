@@ -199,6 +199,7 @@ async def test_enabled_by_default_are_the_quiet_ones(
         "0-2:24.4.0",
         "rejected_tag",
         "rejected_crc",
+        "integrity",
     }
     disabled = {e.unique_id.removeprefix(prefix) for e in entries if e.disabled_by is not None}
     assert {"1-0:32.7.0", "1-0:21.7.0", "0-1:24.2.1_time"} <= disabled
@@ -332,6 +333,7 @@ async def test_unique_ids_are_the_code_and_role(
         "last_telegram",
         "rejected_tag",
         "rejected_crc",
+        "integrity",
     }
     assert await hass.config_entries.async_unload(entry.entry_id)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -17,7 +18,8 @@ from .const import (
     CONNECTION_NETWORK,
     CONNECTION_SERIAL,
 )
-from .p1 import DecryptionError, MissingKeyError, Telegram, TelegramDecoder
+from .p1 import MissingKeyError, Telegram, TelegramDecoder
+from .p1.integrity import WRONG_KEY_PROOF, FrameAuthenticator
 from .p1.sources import ByteSource, CannotConnect, SerialSource, SourceError, TcpSource
 
 if TYPE_CHECKING:
@@ -36,6 +38,12 @@ class InvalidKey(SourceError):  # noqa: N818 (the names the config flow uses)
     """Frames arrive but their GCM tag does not verify with the key."""
 
     error = "invalid_key"
+
+
+class DamagedFrames(SourceError):  # noqa: N818 (the names the config flow uses)
+    """Frames arrive but damaged (bytes lost or changed on the way): not a key problem."""
+
+    error = "damaged_frames"
 
 
 class NotAMeter(SourceError):  # noqa: N818 (the names the config flow uses)
@@ -117,15 +125,24 @@ async def probe(
     source: ByteSource,
     key: bytes | None,
     timeout: float | None = None,  # noqa: ASYNC109 (the flow and its tests set it)
+    *,
+    authenticator: FrameAuthenticator | None = None,
 ) -> Telegram:
     """Open the source and return the first verified telegram.
 
-    ``timeout`` defaults to ``const.PROBE_TIMEOUT``, read at call time so tests can shorten it.
+    The key is called wrong only when frames prove it; damaged frames (another reader on the
+    port, a bad cable) say so instead. While the meter's own authentication key is being learned
+    (``authenticator`` then holds it, for the caller to store), and when the one frame that
+    arrived did not decrypt, the wait is extended once. ``timeout`` defaults to
+    ``const.PROBE_TIMEOUT``, read at call time so tests can shorten it.
     """
     if timeout is None:
         timeout = const.PROBE_TIMEOUT
-    decoder = TelegramDecoder(key)
+    if authenticator is None and key is not None:
+        authenticator = FrameAuthenticator(key)
+    decoder = TelegramDecoder(authenticator=authenticator)
     found: list[Telegram] = []
+    seen: Counter[str] = Counter()
 
     def received(data: bytes) -> None:
         for item in decoder.feed(data):
@@ -133,26 +150,42 @@ async def probe(
                 found.append(item)
                 source.finish()
                 return
-            if isinstance(item, DecryptionError):
-                raise InvalidKey("the decryption key does not verify")
             if isinstance(item, MissingKeyError):
                 raise KeyRequired("the meter encrypts its telegrams: a key is needed")
+            seen[item.reason] += 1
+            if seen["wrong_key"] >= WRONG_KEY_PROOF and not seen["damaged"] + seen["learning"]:
+                raise InvalidKey("the decryption key does not decrypt the meter's frames")
 
     await source.open(received)
+    ended = asyncio.ensure_future(source.wait_ended())
     try:
-        async with asyncio.timeout(timeout):
-            try:
-                await source.wait_ended()
-            except OSError as err:
-                raise CannotConnect(f"reading {source} failed: {err}") from err
-    except TimeoutError:
-        if decoder.stats.bytes:
-            raise NotAMeter(f"no telegram from {source} within {timeout:g} s") from None
-        raise NoData(f"nothing received from {source} within {timeout:g} s") from None
+        done, _ = await asyncio.wait((ended,), timeout=timeout)
+        if not done and (seen["learning"] or seen["wrong_key"]):
+            done, _ = await asyncio.wait((ended,), timeout=timeout)
+        if not done:
+            raise _silent_verdict(source, decoder, seen, timeout)
+        try:
+            ended.result()
+        except OSError as err:
+            raise CannotConnect(f"reading {source} failed: {err}") from err
     finally:
+        ended.cancel()
         await source.close()
     if found:
         return found[0]
     if decoder.stats.bytes:
         raise NotAMeter(f"{source} closed without sending a telegram")
     raise CannotConnect(f"{source} closed the connection")
+
+
+def _silent_verdict(
+    source: ByteSource, decoder: TelegramDecoder, seen: Counter[str], timeout: float
+) -> SourceError:
+    """Why no telegram came within the timeout, as far as the frames tell."""
+    if seen["wrong_key"] and not seen["damaged"] + seen["learning"]:
+        return InvalidKey("the decryption key does not decrypt the meter's frames")
+    if seen["damaged"] or seen["crc"]:
+        return DamagedFrames(f"frames from {source} arrive damaged")
+    if decoder.stats.bytes:
+        return NotAMeter(f"no telegram from {source} within {timeout:g} s")
+    return NoData(f"nothing received from {source} within {timeout:g} s")

@@ -9,6 +9,7 @@ DOMAIN: Final = "smarty_p1"
 DOCUMENTATION: Final = "https://github.com/smarty-p1/smarty_p1"
 # README anchors that repair issues link to.
 TROUBLESHOOTING_TOTALS: Final = "an-energy-total-was-held"
+INTEGRITY_SECTION: Final = "what-authenticated-means-for-your-meter"
 LOGGER = logging.getLogger(__package__)
 
 # Config entry data. The serial device uses Home Assistant's CONF_DEVICE ("device"), the network
@@ -20,6 +21,9 @@ CONNECTION_MQTT: Final = "mqtt"
 CONF_TOPIC: Final = "topic"  # the MQTT topic of a dongle that publishes the raw frames
 CONF_DECRYPTION_KEY: Final = "decryption_key"  # 32 upper-case hex digits; None: plaintext meter
 CONF_SERIAL_NUMBER: Final = "serial_number"
+# The meter's own authentication key, learned from its frames when it is not the
+# specification's (p1/authkey.py): a secret, like the decryption key.
+CONF_AUTH_KEY: Final = "auth_key"
 
 # Options.
 CONF_MIN_INTERVAL: Final = "min_update_interval"  # seconds; 0 = every telegram

@@ -27,17 +27,21 @@ from homeassistant.util import dt as dt_util
 from .connection import Endpoint, source_for
 from .const import (
     AUTH_FAILURE_WINDOW,
+    CONF_AUTH_KEY,
     CONF_DECRYPTION_KEY,
     CONF_MIN_INTERVAL,
     CONF_SERIAL_NUMBER,
     DEFAULT_MIN_INTERVAL,
     DOCUMENTATION,
     DOMAIN,
+    INTEGRITY_SECTION,
     LOGGER,
     TROUBLESHOOTING_TOTALS,
 )
 from .p1 import CosemObject, DecoderStats, P1Error, Telegram, TelegramDecoder, parse_key
+from .p1.authkey import LearnedAuthKey
 from .p1.guard import GuardStats, TelegramGuard
+from .p1.integrity import FrameAuthenticator, Integrity
 from .p1.session import (
     RECONNECT_MAX_DELAY,
     RECONNECT_MIN_DELAY,
@@ -49,6 +53,23 @@ from .rebroadcast import Rebroadcaster
 from .tariff_runtime import TariffRuntime
 
 type SmartyConfigEntry = ConfigEntry[SmartyCoordinator]
+
+# Rejections that prove the key wrong: only these start the key-failure window; and those of
+# frames the key does decrypt (damaged on the line, altered, withheld while learning), which end
+# it. The others (a bad CRC, plaintext injected, noise) say nothing about the key.
+KEY_FAILURES: Final = frozenset({"wrong_key", "key_required"})
+KEY_DECRYPTS: Final = frozenset({"damaged", "tag", "learning"})
+
+
+def authenticator_for(data: Mapping[str, Any]) -> FrameAuthenticator:
+    """The authenticator of entry data with a key: with the learned authentication key when
+    the entry keeps one."""
+    key = parse_key(data[CONF_DECRYPTION_KEY])
+    stored = data.get(CONF_AUTH_KEY)
+    if stored:
+        return FrameAuthenticator(key, LearnedAuthKey.from_dict(stored))
+    return FrameAuthenticator(key)
+
 
 # Written at most this long after the registers change; Home Assistant's final write at
 # shutdown flushes a pending one. A power cut loses at most this much of their progress, which
@@ -103,6 +124,7 @@ class Health:
     stats: DecoderStats = field(default_factory=DecoderStats)
     guard: GuardStats = field(default_factory=GuardStats)
     reconnects: int = 0
+    integrity: Integrity = Integrity.PLAINTEXT
     last_telegram: datetime | None = None
     connected: bool = False
 
@@ -111,6 +133,7 @@ class Health:
         return {
             **self.stats.as_dict(),
             **self.guard.as_dict(),
+            "integrity": self.integrity.value,
             "reconnects": self.reconnects,
             "last_telegram": self.last_telegram.isoformat() if self.last_telegram else None,
             "connected": self.connected,
@@ -138,9 +161,14 @@ class SmartyCoordinator(DataUpdateCoordinator[SmartyData]):
         super().__init__(hass, LOGGER, config_entry=entry, name=f"{DOMAIN} {entry.title}")
         self.endpoint = Endpoint.from_data(entry.data)
         key_text = entry.data.get(CONF_DECRYPTION_KEY)
-        self._key = parse_key(key_text) if key_text else None
+        # What the meter's frames have shown (a learned authentication key): shared by the
+        # decoders of every connection, kept with the entry (a secret) across restarts.
+        self.authenticator = authenticator_for(entry.data) if key_text else None
+        self._learned: LearnedAuthKey | None = (
+            self.authenticator.learned_key if self.authenticator else None
+        )
         self.serial: str | None = entry.unique_id or entry.data.get(CONF_SERIAL_NUMBER)
-        self.health = Health()
+        self.health = Health(integrity=self.integrity)
         self.guard = TelegramGuard(self.serial, on_re_anchor=self._re_anchored)
         self.health.guard = self.guard.stats
         self.session = MeterSession(
@@ -187,8 +215,14 @@ class SmartyCoordinator(DataUpdateCoordinator[SmartyData]):
         applies at the next telegram without a reload."""
         return float(self.config_entry.options.get(CONF_MIN_INTERVAL, DEFAULT_MIN_INTERVAL))
 
+    @property
+    def integrity(self) -> Integrity:
+        """How the meter's telegrams are protected."""
+        authenticator = self.authenticator
+        return Integrity.PLAINTEXT if authenticator is None else authenticator.integrity
+
     def _new_decoder(self) -> TelegramDecoder:
-        decoder = TelegramDecoder(self._key)
+        decoder = TelegramDecoder(authenticator=self.authenticator)
         # One stats object across connections, so counters and frame-counter checks carry over.
         decoder.stats = self.health.stats
         return decoder
@@ -257,13 +291,64 @@ class SmartyCoordinator(DataUpdateCoordinator[SmartyData]):
             else:
                 self._rejected(item)
             rejected = True
+        if (integrity := self.integrity) is not self.health.integrity:
+            self._integrity_changed(integrity)
+            rejected = True
+        if (
+            self.authenticator is not None
+            and (learned := self.authenticator.learned_key) != self._learned
+        ):
+            self._learned = learned
+            self._store_learned_key(learned)
         if rejected:
             # Only the health entities change; the others compare and write nothing.
             self.async_update_listeners()
 
+    def _integrity_changed(self, integrity: Integrity) -> None:
+        """Say so whenever the telegrams are not authenticated: a repair issue for CRC-only."""
+        previous, self.health.integrity = self.health.integrity, integrity
+        issue_id = f"crc_only_{self.config_entry.entry_id}"
+        if integrity is Integrity.CRC_ONLY:
+            LOGGER.warning(
+                "No authentication key explains the tags of %s: its telegrams are checked by "
+                "their CRC only",
+                self.endpoint,
+            )
+            ir.async_create_issue(
+                self.hass,
+                DOMAIN,
+                issue_id,
+                is_fixable=False,
+                severity=ir.IssueSeverity.WARNING,
+                learn_more_url=f"{DOCUMENTATION}#{INTEGRITY_SECTION}",
+                translation_key="crc_only",
+                translation_placeholders={"title": self.config_entry.title},
+            )
+        elif previous is Integrity.CRC_ONLY:
+            ir.async_delete_issue(self.hass, DOMAIN, issue_id)
+        if integrity is Integrity.LEARNING:
+            LOGGER.info(
+                "%s authenticates with an authentication key of its own: learning it from its "
+                "frames",
+                self.endpoint,
+            )
+
+    def _store_learned_key(self, learned: LearnedAuthKey | None) -> None:
+        """Keep the learned authentication key with the entry, so a restart verifies from the
+        first frame (never logged: it is a secret)."""
+        data = {key: value for key, value in self.config_entry.data.items() if key != CONF_AUTH_KEY}
+        if learned is not None:
+            data[CONF_AUTH_KEY] = learned.as_dict()
+            LOGGER.info("Learned the authentication key of %s from its frames", self.endpoint)
+        self.hass.config_entries.async_update_entry(self.config_entry, data=data)
+
     def _rejected(self, error: P1Error) -> None:
         self._log_once(f"rejected:{error.reason}", "Rejected a frame from %s: %s", error)
-        if error.reason not in ("tag", "key_required"):
+        if error.reason in KEY_DECRYPTS:
+            # The key decrypts the meter's frames (damaged or not): not a key problem.
+            self._failing_since = None
+            return
+        if error.reason not in KEY_FAILURES:
             return
         now = monotonic()
         if self._failing_since is None:

@@ -8,12 +8,13 @@ from homeassistant.components.diagnostics import REDACTED, async_redact_data
 from homeassistant.const import CONF_DEVICE, CONF_HOST
 from homeassistant.core import HomeAssistant
 
-from .const import CONF_DECRYPTION_KEY, CONF_SERIAL_NUMBER, CONF_TOPIC
+from .const import CONF_AUTH_KEY, CONF_DECRYPTION_KEY, CONF_SERIAL_NUMBER, CONF_TOPIC
 from .coordinator import SmartyConfigEntry
 
-# The key decrypts everything; serials, the host and the topic (often named after the meter or
-# the dongle's serial) identify a household.
+# The keys decrypt and authenticate everything; serials, the host and the topic (often named
+# after the meter or the dongle's serial) identify a household.
 TO_REDACT = {
+    CONF_AUTH_KEY,
     CONF_DECRYPTION_KEY,
     CONF_SERIAL_NUMBER,
     CONF_HOST,

@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Final
 
 from homeassistant.components.sensor import (
     SensorDeviceClass,
@@ -44,6 +44,7 @@ from .entity import (
 )
 from .entity import meter_device as meter_device_info
 from .p1 import CosemObject, generic_code, mbus_channel
+from .p1.integrity import Integrity
 from .tariff import QuarterHourTracker
 from .tariff_runtime import TariffRuntime
 
@@ -399,6 +400,17 @@ DEVICE_CODES = frozenset(
     {"1-3:0.2.8", "0-0:42.0.0", "0-0:96.1.1", "0-x:96.1.0", "0-x:96.1.1", "0-x:24.1.0"}
 )
 
+# The rejections each health counter counts: frames that failed (or went around) the key check,
+# and frames damaged on the line.
+AUTHENTICATION_FAILURES: Final = ("wrong_key", "tag", "unencrypted", "security")
+DAMAGE: Final = ("damaged", "crc", "malformed")
+
+
+def _count(health: Health, reasons: tuple[str, ...]) -> Decimal:
+    rejected = health.stats.rejected
+    return Decimal(sum(rejected[reason] for reason in reasons))
+
+
 HEALTH: tuple[SmartyHealthDescription, ...] = (
     SmartyHealthDescription(
         key="last_telegram",
@@ -415,14 +427,22 @@ HEALTH: tuple[SmartyHealthDescription, ...] = (
         entity_category=EntityCategory.DIAGNOSTIC,
         # Counted since Home Assistant started: a restart is a reset, as for any meter.
         state_class=SensorStateClass.TOTAL_INCREASING,
-        value_fn=lambda health: Decimal(health.stats.rejected["tag"]),
+        value_fn=lambda health: _count(health, AUTHENTICATION_FAILURES),
     ),
     SmartyHealthDescription(
         key="rejected_crc",
         translation_key="rejected_crc",
         entity_category=EntityCategory.DIAGNOSTIC,
         state_class=SensorStateClass.TOTAL_INCREASING,
-        value_fn=lambda health: Decimal(health.stats.rejected["crc"]),
+        value_fn=lambda health: _count(health, DAMAGE),
+    ),
+    SmartyHealthDescription(
+        key="integrity",
+        translation_key="integrity",
+        entity_category=EntityCategory.DIAGNOSTIC,
+        device_class=SensorDeviceClass.ENUM,
+        options=[integrity.value for integrity in Integrity],
+        value_fn=lambda health: health.integrity.value,
     ),
 )
 

@@ -20,8 +20,10 @@ from typing import Any, TextIO
 
 from .crypto import parse_key
 from .decoder import DecoderStats, TelegramDecoder
-from .errors import InvalidKeyFormatError, P1Error
+from .errors import InvalidKeyFormatError, P1Error, WrongKeyError
+from .frame import SECURITY_CONTROL
 from .guard import TelegramGuard
+from .integrity import WRONG_KEY_PROOF, FrameAuthenticator, Integrity
 from .obis import describe, display_name
 from .session import MeterSession
 from .simulator import MeterSimulator, PtyMeter, serve_tcp
@@ -44,7 +46,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "read":
             status = _read(args, key)
         else:
-            status = _simulate(args, None if args.plain else key)
+            auth_key = _key(parser, args.auth_key, "--auth-key")
+            status = _simulate(args, None if args.plain else key, auth_key)
         sys.stdout.flush()
     except KeyboardInterrupt:
         return 0
@@ -76,6 +79,11 @@ def _parser() -> argparse.ArgumentParser:
     read.add_argument(
         "--follow", action="store_true", help="reconnect after a cut instead of stopping (exit 1)"
     )
+    read.add_argument(
+        "--legacy-crc",
+        action="store_true",
+        help="accept DSMR 2/3 telegrams without a CRC, or with fewer than 4 digits",
+    )
 
     simulate = commands.add_parser("simulate", help="behave like a Smarty meter")
     simulate.add_argument("--key", help=key_help)
@@ -85,18 +93,23 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--interval", type=float, default=10.0, metavar="S")
     simulate.add_argument("--seed", type=int, default=0, metavar="N")
     simulate.add_argument("--plain", action="store_true", help="send plaintext telegrams")
+    simulate.add_argument(
+        "--auth-key",
+        metavar="HEX",
+        help="authenticate with this key of the meter's own, not the specification's",
+    )
     simulate.add_argument("--count", type=int, metavar="N", help="stop after N telegrams")
     return parser
 
 
-def _key(parser: argparse.ArgumentParser, text: str | None) -> bytes | None:
+def _key(parser: argparse.ArgumentParser, text: str | None, option: str = "--key") -> bytes | None:
     if text is None:
         return None
     try:
         return parse_key(text)
     except InvalidKeyFormatError as err:
         # argparse would quote the rejected value: the message must not hold the key.
-        parser.error(f"--key: {err}")
+        parser.error(f"{option}: {err}")
 
 
 # Reading.
@@ -127,7 +140,12 @@ class _ConsoleReader:
 
     def __init__(self, args: argparse.Namespace, key: bytes | None, source: ByteSource) -> None:
         self.args = args
-        self.key = key
+        # One authenticator for every connection: what the frames taught (a learned key) stays.
+        self.authenticator = FrameAuthenticator(key) if key is not None else None
+        # What has been said on stderr about the telegrams' protection.
+        self.said: set[Integrity] = set()
+        # Frames that did not decrypt before any telegram did: the key is wrong once they prove it.
+        self.undecrypted = 0
         self.stats = DecoderStats()
         self.guard = TelegramGuard()
         self.session = MeterSession(
@@ -140,7 +158,7 @@ class _ConsoleReader:
         self._done = asyncio.Event()
 
     def _new_decoder(self) -> TelegramDecoder:
-        decoder = TelegramDecoder(self.key)
+        decoder = TelegramDecoder(authenticator=self.authenticator, legacy_crc=self.args.legacy_crc)
         decoder.stats = self.stats
         return decoder
 
@@ -165,6 +183,11 @@ class _ConsoleReader:
                 summary = {**self.stats.as_dict(), **self.guard.stats.as_dict()}
                 sys.stdout.write(json.dumps(summary) + "\n")
                 sys.stdout.flush()
+        if self.status is None and self.undecrypted and not self.stats.telegrams:
+            # A capture that ended before more frames could prove it: what it holds did not
+            # decrypt, and nothing in it was damaged.
+            print(WrongKeyError(), file=sys.stderr)
+            return EXIT_WRONG_KEY
         if self.status is None and reading.done() and self.session.ended_by is not None:
             print(f"error: {self.session.ended_by}", file=sys.stderr)
             return EXIT_CONNECTION
@@ -185,16 +208,41 @@ class _ConsoleReader:
             self.output_closed = True
             self._stop(0)
 
+    def _say_integrity(self, item: Telegram | P1Error) -> None:
+        """One line on stderr when the telegrams are not authenticated with the specification's
+        key: while the meter's own key is learned, once it is, and when CRC-only is declared."""
+        authenticator = self.authenticator
+        if authenticator is None:
+            return
+        if isinstance(item, P1Error):
+            said = Integrity.LEARNING if item.reason == "learning" else None
+        elif authenticator.integrity is Integrity.CRC_ONLY:
+            said = Integrity.CRC_ONLY
+        elif authenticator.learned_key is not None:
+            said = Integrity.AUTHENTICATED
+        else:
+            said = None
+        if said is not None and said not in self.said:
+            self.said.add(said)
+            print(f"integrity: {_INTEGRITY[said]}", file=sys.stderr)
+
     def _show(self, items: list[Telegram | P1Error]) -> None:
         out = sys.stdout
         for item in items:
             if self.status is not None:
                 return
+            self._say_integrity(item)
             if isinstance(item, P1Error):
-                if self.stats.telegrams == 0 and item.reason in ("tag", "key_required"):
-                    print(item, file=sys.stderr)
-                    self._stop(EXIT_WRONG_KEY)
-                    return
+                if self.stats.telegrams == 0 and item.reason in ("wrong_key", "key_required"):
+                    self.undecrypted += 1
+                    if item.reason == "key_required" or self.undecrypted >= WRONG_KEY_PROOF:
+                        print(item, file=sys.stderr)
+                        self._stop(EXIT_WRONG_KEY)
+                        return
+                    continue
+                if item.reason == "damaged":
+                    # A damaged frame proves nothing about the key.
+                    self.undecrypted = 0
                 print(f"rejected: {item}", file=sys.stderr)
                 continue
             self.session.alive()
@@ -213,6 +261,20 @@ class _ConsoleReader:
                 return
 
 
+_INTEGRITY = {
+    Integrity.AUTHENTICATED: (
+        "authenticated with the meter's own authentication key, learned from its frames: every "
+        "telegram's GCM tag verifies"
+    ),
+    Integrity.LEARNING: (
+        "the meter authenticates with a key of its own (not the specification's): learning it "
+        "from its frames; nothing is shown until a second frame confirms it"
+    ),
+    Integrity.CRC_ONLY: (
+        "CRC only: no authentication key explains this meter's tags; its telegrams are "
+        "decrypted and checked by their CRC-16, which catches noise but not a deliberate change"
+    ),
+}
 _REFUSED = {
     "foreign": "a telegram of another meter",
     "stale": "a replayed telegram (frame counter and meter time not newer)",
@@ -254,8 +316,14 @@ def _text(value: Any) -> str:
 # Simulating.
 
 
-def _simulate(args: argparse.Namespace, key: bytes | None) -> int:
-    sim = MeterSimulator(key, seed=args.seed, interval=args.interval, start=datetime.now(UTC))
+def _simulate(args: argparse.Namespace, key: bytes | None, auth_key: bytes | None) -> int:
+    sim = MeterSimulator(
+        key,
+        seed=args.seed,
+        interval=args.interval,
+        start=datetime.now(UTC),
+        aad=None if auth_key is None else bytes([SECURITY_CONTROL]) + auth_key,
+    )
     if args.pty:
         with PtyMeter(sim, count=args.count) as meter:
             _announce(meter.path)

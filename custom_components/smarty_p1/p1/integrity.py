@@ -38,6 +38,9 @@ from .frame import (
     verify_telegram,
 )
 
+# Frames that decrypt to no telegram at all, with none that does, before a reader says the key
+# is wrong: one such frame may be a frame damaged at its very start.
+WRONG_KEY_PROOF = 2
 # Frames learned from without a key that explains two of them, before CRC-only is declared.
 LEARNING_LIMIT = 4
 # Tag bits a second frame must confirm: a pair of frames that agree by chance is a 2^-32 event.

@@ -128,6 +128,7 @@ class MeterSimulator:
         start: datetime | None = None,
         system_title: bytes = b"SAGgp\x00\x12\x34",
         pv: bool = False,
+        aad: bytes | None = None,
     ) -> None:
         if phases not in (1, 3):
             raise ValueError("a Smarty meter has 1 or 3 phases")
@@ -139,6 +140,8 @@ class MeterSimulator:
         self._rng = random.Random(seed)  # noqa: S311
         self._lock = threading.Lock()
         self._cipher = FrameCipher(key) if key is not None else None
+        # What the tags authenticate: 0x30 || the specification's key unless a meter of its own.
+        self.aad = aad
         self.serial = serial
         self.phases = phases
         self.interval = interval
@@ -210,7 +213,9 @@ class MeterSimulator:
             self.frame_counter += 1
             if self._cipher is None:
                 return self.last_telegram
-            return self._cipher.encrypt(self.last_telegram, self.system_title, self.frame_counter)
+            return self._cipher.encrypt(
+                self.last_telegram, self.system_title, self.frame_counter, aad=self.aad
+            )
 
     # Household model.
 
