@@ -11,16 +11,17 @@ import pytest
 
 from custom_components.smarty_p1.tariff import (
     CONFIRM,
-    DEFAULT_RATES,
     LUXEMBOURG,
+    PUBLISHED_RATES,
     REFERENCE_POWERS,
+    AppliedRates,
     Quarter,
     QuarterHourTracker,
+    RatePlan,
     Rates,
+    RatesSource,
     quarter_start,
     quarters_in_day,
-    rates_for,
-    with_overrides,
 )
 from tests.p1_helpers import auto_enable_custom_integrations  # noqa: F401  (no hass needed)
 
@@ -71,19 +72,41 @@ def test_reference_powers_and_helpers() -> None:
     assert quarters_in_day(date(2026, 3, 10)) == 96
     assert quarters_in_day(date(2026, 3, 29)) == 92
     assert quarters_in_day(date(2026, 10, 25)) == 100
-    assert rates_for(2025, DEFAULT_RATES) == Rates(0.0759, 0.1139)
-    assert rates_for(2026, DEFAULT_RATES) == Rates(0.0510, 0.0765)
-    # Later years keep the last known rates until the table says otherwise; earlier ones the first.
-    assert rates_for(2031, DEFAULT_RATES) == Rates(0.0510, 0.0765)
-    assert rates_for(2020, DEFAULT_RATES) == Rates(0.0759, 0.1139)
-    assert with_overrides(DEFAULT_RATES, overrun=0.2) == {
-        2025: Rates(0.0759, 0.2),
-        2026: Rates(0.0510, 0.2),
-    }
-    assert with_overrides(DEFAULT_RATES, normal=0.05) == {
-        2025: Rates(0.05, 0.1139),
-        2026: Rates(0.05, 0.0765),
-    }
+
+
+def test_published_rates_and_the_users() -> None:
+    """A year is priced at its own published rates, else the last listed year's, else the user's."""
+    published = RatePlan()
+    assert published.rates(2025) == Rates(0.0759, 0.1139)
+    assert published.rates(2026) == Rates(0.0510, 0.0765)
+    # The overrun is the normal rate plus 50 % in every listed year.
+    for rates in PUBLISHED_RATES.values():
+        assert rates.overrun == pytest.approx(rates.normal * 1.5, abs=1e-4)
+    # Later years keep the last listed rates until the table says otherwise; earlier ones the first.
+    assert published.applied(2027) == AppliedRates(
+        Rates(0.0510, 0.0765), RatesSource.PUBLISHED, published_year=2026
+    )
+    assert published.applied(2020) == AppliedRates(
+        Rates(0.0759, 0.1139), RatesSource.PUBLISHED, published_year=2025
+    )
+    # A year that is not listed falls back on an earlier one: the user is asked for its rates.
+    assert [published.fallback_year(year) for year in (2020, 2025, 2026, 2027, 2031)] == [
+        None,
+        None,
+        None,
+        2026,
+        2026,
+    ]
+    overrun_only = RatePlan(overrun=0.2)
+    assert overrun_only.applied(2025) == AppliedRates(
+        Rates(0.0759, 0.2), RatesSource.PUBLISHED_AND_OPTIONS, published_year=2025
+    )
+    assert overrun_only.rates(2026) == Rates(0.0510, 0.2)
+    assert overrun_only.fallback_year(2027) == 2026  # the normal rate of 2027 is still unknown
+    own = RatePlan(normal=0.06, overrun=0.09)
+    assert own.applied(2027) == AppliedRates(Rates(0.06, 0.09), RatesSource.OPTIONS, None)
+    assert own.rates(2025) == Rates(0.06, 0.09)
+    assert own.fallback_year(2027) is None
 
 
 def test_nothing_known_before_the_first_telegram() -> None:
@@ -379,13 +402,13 @@ def test_month_and_year_rollover() -> None:
 
 
 def test_restart_mid_month_keeps_the_totals() -> None:
-    tracker = QuarterHourTracker(3, rates=with_overrides(DEFAULT_RATES, overrun=0.2))
+    tracker = QuarterHourTracker(3, plan=RatePlan(overrun=0.2))
     meter = Meter(tracker, lux("2026-03-10 11:59:50"))
     meter.run(lux("2026-03-10 12:14:10"), 4.0)  # the last telegram at 12:14:00
     state = json.loads(json.dumps(tracker.as_dict()))
     month_before = tracker.month.overrun
 
-    restarted = QuarterHourTracker(3, rates=with_overrides(DEFAULT_RATES, overrun=0.2))
+    restarted = QuarterHourTracker(3, plan=RatePlan(overrun=0.2))
     assert restarted.restore(state)
     assert restarted.month == tracker.month
     assert restarted.day == tracker.day

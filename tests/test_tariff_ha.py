@@ -2,20 +2,21 @@
 
 Every scenario is hand-computed: the meter's clock (0-0:1.0.0) and import register (1-0:1.8.0)
 are set per telegram; telegrams come every 30 s (under the 35 s gap threshold) to keep it fast.
-Home Assistant's clock is frozen at the scenario's start and then ticks in real time: moving it
-with the meter's clock would also move the event loop's clock and trip the silence timeout.
+Home Assistant's clock (the harness's ``freezer``) is moved to the scenario's start and then ticks
+in real time: moving it with the meter's clock would also move the event loop's clock and trip
+the silence timeout. The meter's clock is the one that bills, and decides quarters and years.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import ExitStack
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from unittest.mock import patch
 
 import pytest
-from freezegun import freeze_time
+from freezegun.api import TickingDateTimeFactory
+from homeassistant.components.repairs import repairs_flow_manager
 from homeassistant.config_entries import ConfigEntryState
 from homeassistant.const import (
     ATTR_DEVICE_CLASS,
@@ -32,6 +33,10 @@ from homeassistant.const import (
 from homeassistant.core import Event, EventStateChangedData, HomeAssistant, callback
 from homeassistant.data_entry_flow import FlowResultType
 from homeassistant.helpers import entity_registry as er
+from homeassistant.helpers import issue_registry as ir
+from homeassistant.helpers.translation import async_get_translations
+from homeassistant.setup import async_setup_component
+from homeassistant.util import dt as dt_util
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.smarty_p1.const import (
@@ -44,13 +49,17 @@ from custom_components.smarty_p1.const import (
     DOMAIN,
 )
 from custom_components.smarty_p1.coordinator import SmartyCoordinator
+from custom_components.smarty_p1.issues import MISSING_RATES, issue_id
 from custom_components.smarty_p1.p1.simulator import MeterSimulator, PtyMeter, TcpMeter, meter_time
+from custom_components.smarty_p1.repairs import async_create_fix_flow
 from custom_components.smarty_p1.tariff import LUXEMBOURG, REFERENCE_POWERS
 
 from .conftest import KEY, encrypt, entry_data, setup, state_of, wait_for, with_values
 from .test_config_flow import assert_translated, schema, start, submit, suggested
 
 STEP = timedelta(seconds=30)
+# Home Assistant's clock ticks on from wherever a test moves it.
+pytestmark = pytest.mark.freeze_time(tick=True)
 
 
 def lux(text: str) -> datetime:
@@ -137,22 +146,25 @@ def value(hass: HomeAssistant, serial: str, key: str) -> float:
 
 
 @pytest.fixture
-async def meter(
-    hass: HomeAssistant, simulator: MeterSimulator, quiet_pty: PtyMeter, base_telegram: bytes
-) -> AsyncIterator[Callable[..., Any]]:
+def meter(
+    hass: HomeAssistant,
+    simulator: MeterSimulator,
+    quiet_pty: PtyMeter,
+    base_telegram: bytes,
+    freezer: TickingDateTimeFactory,
+) -> Callable[..., Any]:
     """Set up the entry with a reference power; a Meter starting at a given local time."""
-    with ExitStack() as stack:
 
-        async def start(at: datetime, **options: Any) -> Meter:
-            stack.enter_context(freeze_time(at, tick=True))
-            line = Meter(hass, quiet_pty, base_telegram, at)
-            options.setdefault(CONF_REFERENCE_POWER, 3.0)
-            options = {key: option for key, option in options.items() if option is not None}
-            line.entry = tariff_entry(simulator, quiet_pty.path, **options)
-            line.coordinator = await setup(hass, line.entry)
-            return line
+    async def start(at: datetime, **options: Any) -> Meter:
+        freezer.move_to(at)
+        line = Meter(hass, quiet_pty, base_telegram, at)
+        options.setdefault(CONF_REFERENCE_POWER, 3.0)
+        options = {key: option for key, option in options.items() if option is not None}
+        line.entry = tariff_entry(simulator, quiet_pty.path, **options)
+        line.coordinator = await setup(hass, line.entry)
+        return line
 
-        yield start
+    return start
 
 
 def events_of(hass: HomeAssistant, entity_id: str) -> list[dict[str, Any]]:
@@ -476,3 +488,166 @@ async def test_stored_state_is_checked_and_removed_with_the_entry(
     await hass.config_entries.async_remove(entry.entry_id)
     await hass.async_block_till_done()
     assert key not in hass_storage
+
+
+# --- Which year's rates price the cost, and the repair issue of a year without any. ---
+
+
+def rates_issue(hass: HomeAssistant, entry: MockConfigEntry) -> ir.IssueEntry | None:
+    """The entry's missing-rates issue, if raised."""
+    return ir.async_get(hass).async_get_issue(DOMAIN, issue_id(MISSING_RATES, entry.entry_id))
+
+
+def rates_of(hass: HomeAssistant, serial: str) -> dict[str, Any]:
+    """The rates attributes of the month's cost sensor."""
+    attributes = state_of(hass, entity(hass, serial, "overrun_cost_month")).attributes
+    return {key: attributes[key] for key in ("rates_year", "rates_source")}
+
+
+async def issue_text(hass: HomeAssistant, issue: ir.IssueEntry, key: str) -> str:
+    """An issue string in English with the issue's placeholders filled in, as the frontend does."""
+    strings = await async_get_translations(hass, "en", "issues", {DOMAIN})
+    text = strings[f"component.{DOMAIN}.issues.{issue.translation_key}.{key}"]
+    return text.format(**(issue.translation_placeholders or {}))
+
+
+async def test_new_year_without_published_rates_raises_a_fixable_issue(
+    hass: HomeAssistant, meter: Callable[..., Any], simulator: MeterSimulator
+) -> None:
+    """2026 is priced at its own rates; from 2027-01-01 00:00 at 2026's, and the user is asked
+    for 2027's in Settings > Repairs; the fix flow saves them in the options."""
+    line: Meter = await meter(lux("2026-12-31 23:59:00"))
+    entry = line.entry
+    assert entry is not None
+    serial = simulator.serial
+    assert dt_util.now().year == 2026  # Home Assistant's clock too
+    await line.run(lux("2027-01-01 00:00:00"), 4.0)  # 23:59:00 and 23:59:30
+    assert rates_of(hass, serial) == {"rates_year": 2026, "rates_source": "published"}
+    assert rates_issue(hass, entry) is None
+
+    # The meter's clock bills: its first telegram of 2027 opens the first quarter of 2027.
+    await line.run(lux("2027-01-01 00:00:30"), 4.0)
+    cost = state_of(hass, entity(hass, serial, "overrun_cost_month"))
+    assert cost.attributes["last_reset"] == "2027-01-01T00:00:00+01:00"
+    assert float(cost.state) == 0
+    assert rates_of(hass, serial) == {"rates_year": 2026, "rates_source": "published"}
+    issue = rates_issue(hass, entry)
+    assert issue is not None
+    assert issue.is_fixable
+    assert issue.severity is ir.IssueSeverity.WARNING
+    assert issue.translation_placeholders == {
+        "title": entry.title,
+        "year": "2027",
+        "published_year": "2026",
+    }
+    assert await issue_text(hass, issue, "title") == (
+        f"Enter the grid rates of 2027 for {entry.title}"
+    )
+
+    # The fix flow, as the frontend runs it from Settings > Repairs.
+    assert await async_setup_component(hass, "repairs", {})
+    flows = repairs_flow_manager(hass)
+    assert flows is not None
+    result = await flows.async_init(DOMAIN, data={"issue_id": issue.issue_id})
+    assert result["type"] is FlowResultType.FORM
+    assert result["step_id"] == "rates"
+    data_schema = result["data_schema"]
+    assert data_schema is not None
+    assert set(data_schema.schema) == {CONF_RATE_NORMAL, CONF_RATE_OVERRUN}
+    assert result["description_placeholders"] == issue.translation_placeholders
+    step = "fix_flow.step.rates"
+    assert "at the rates of 2026" in await issue_text(hass, issue, f"{step}.description")
+    for field in (CONF_RATE_NORMAL, CONF_RATE_OVERRUN):
+        assert await issue_text(hass, issue, f"{step}.data.{field}")
+        assert await issue_text(hass, issue, f"{step}.data_description.{field}")
+    result = await flows.async_configure(
+        result["flow_id"], {CONF_RATE_NORMAL: 5.5, CONF_RATE_OVERRUN: 8.25}
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert rates_issue(hass, entry) is None
+    assert entry.options == {
+        CONF_REFERENCE_POWER: 3.0,
+        CONF_RATE_NORMAL: 5.5,
+        CONF_RATE_OVERRUN: 8.25,
+    }
+    assert entry.runtime_data is line.coordinator  # no reload
+
+    # 00:00-00:15 at 4 kW: 1 kWh, 0.25 kWh over 3 kW, at the user's 8.25 ct/kWh.
+    await line.run(lux("2027-01-01 00:15:30"), 4.0)
+    assert value(hass, serial, "overrun_month") == pytest.approx(0.25, abs=1e-3)
+    assert value(hass, serial, "overrun_cost_month") == pytest.approx(0.25 * 0.0825, abs=1e-4)
+    assert rates_of(hass, serial) == {"rates_year": None, "rates_source": "options"}
+    assert rates_issue(hass, entry) is None
+
+
+async def test_rates_entered_in_the_options_remove_the_issue(
+    hass: HomeAssistant, meter: Callable[..., Any], simulator: MeterSimulator
+) -> None:
+    """One rate is not enough (the other still falls back on 2026); both are, at once."""
+    line: Meter = await meter(lux("2027-03-01 08:00:00"), rate_overrun=9.0)
+    entry = line.entry
+    assert entry is not None
+    await line.run(lux("2027-03-01 08:00:30"), 1.0)
+    assert rates_of(hass, simulator.serial) == {
+        "rates_year": 2026,
+        "rates_source": "published_and_options",
+    }
+    assert rates_issue(hass, entry) is not None
+
+    result = await hass.config_entries.options.async_init(entry.entry_id)
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"],
+        {
+            CONF_MIN_INTERVAL: 0,
+            CONF_REFERENCE_POWER: "3",
+            CONF_RATE_NORMAL: 6.0,
+            CONF_RATE_OVERRUN: 9.0,
+        },
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    await hass.async_block_till_done()
+    assert rates_issue(hass, entry) is None  # before any telegram
+    await line.run(lux("2027-03-01 08:01:00"), 1.0)
+    assert rates_of(hass, simulator.serial) == {"rates_year": None, "rates_source": "options"}
+
+    # Emptied again: asked again at once; the entry's removal takes the issue with it.
+    hass.config_entries.async_update_entry(entry, options={CONF_REFERENCE_POWER: 3.0})
+    await hass.async_block_till_done()
+    assert rates_issue(hass, entry) is not None
+    await hass.config_entries.async_remove(entry.entry_id)
+    await hass.async_block_till_done()
+    assert rates_issue(hass, entry) is None
+
+
+async def test_fix_flow_of_a_removed_meter_or_an_unknown_issue(
+    hass: HomeAssistant, meter: Callable[..., Any]
+) -> None:
+    """A meter deleted while its fix flow is open aborts the flow; only known issues get one."""
+    line: Meter = await meter(lux("2027-01-05 12:00:00"))
+    entry = line.entry
+    assert entry is not None
+    await line.run(lux("2027-01-05 12:00:30"), 1.0)
+    issue = rates_issue(hass, entry)
+    assert issue is not None
+    assert await async_setup_component(hass, "repairs", {})
+    flows = repairs_flow_manager(hass)
+    assert flows is not None
+    result = await flows.async_init(DOMAIN, data={"issue_id": issue.issue_id})
+    assert result["type"] is FlowResultType.FORM
+    await hass.config_entries.async_remove(entry.entry_id)
+    await hass.async_block_till_done()
+    result = await flows.async_configure(
+        result["flow_id"], {CONF_RATE_NORMAL: 5.0, CONF_RATE_OVERRUN: 7.5}
+    )
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "entry_removed"
+    strings = await async_get_translations(hass, "en", "issues", {DOMAIN})
+    assert f"component.{DOMAIN}.issues.{MISSING_RATES}.fix_flow.abort.entry_removed" in strings
+    unfixable: list[dict[str, str | int | float | None] | None] = [
+        None,
+        {"issue": "no_such_issue", "entry_id": entry.entry_id},
+        {"issue": MISSING_RATES},
+    ]
+    for data in unfixable:
+        with pytest.raises(ValueError, match="has no fix"):
+            await async_create_fix_flow(hass, "some_issue", data)

@@ -33,8 +33,9 @@ from custom_components.smarty_p1.validation import vol
 
 PACKAGE = Path(config_flow.__file__).parent
 TRANSLATIONS = PACKAGE / "translations"
-# Luxembourg's three languages, and Dutch for the DSMR users next door.
-LANGUAGES = ("de", "fr", "lb", "nl")
+# Luxembourg's three languages, Portuguese for its largest foreign community (about 15 % of the
+# residents), and Dutch for the DSMR users next door.
+LANGUAGES = ("de", "fr", "lb", "nl", "pt")
 OTHERS = sorted(path.stem for path in TRANSLATIONS.glob("*.json") if path.stem != "en")
 PLATFORMS = {platform.value for platform in Platform}
 # Platform modules: their descriptions are read from the objects, as factories build the keys.

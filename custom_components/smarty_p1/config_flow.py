@@ -53,6 +53,7 @@ from .const import (
     DOMAIN,
     LOGGER,
 )
+from .coordinator import SmartyConfigEntry
 from .p1 import InvalidKeyFormatError, Telegram, normalize_key
 from .p1.sources import by_id_names
 from .rebroadcast import Rebroadcaster, async_port_free, listen_address
@@ -98,7 +99,8 @@ TARIFF_FIELDS: dict[Any, Any] = {
 }
 # What the error of a reference power that is not a published level lists.
 _LEVELS = {"levels": ", ".join(str(kw) for kw in REFERENCE_POWERS)}
-_RATE = NumberSelector(
+# A grid rate in ct/kWh, as the bill shows it: the options and the missing-rates repair ask for it.
+RATE_SELECTOR = NumberSelector(
     NumberSelectorConfig(
         min=0, max=100, step=0.001, unit_of_measurement="ct/kWh", mode=NumberSelectorMode.BOX
     )
@@ -112,8 +114,8 @@ OPTIONS_SCHEMA = vol.Schema(
             )
         ),
         **TARIFF_FIELDS,
-        vol.Optional(CONF_RATE_NORMAL): _RATE,
-        vol.Optional(CONF_RATE_OVERRUN): _RATE,
+        vol.Optional(CONF_RATE_NORMAL): RATE_SELECTOR,
+        vol.Optional(CONF_RATE_OVERRUN): RATE_SELECTOR,
         # Empty: no re-broadcast.
         vol.Optional(CONF_REBROADCAST_PORT): _TCP_PORT,
         vol.Optional(CONF_REBROADCAST_ALL_INTERFACES, default=False): BooleanSelector(),
@@ -173,7 +175,7 @@ class SmartyConfigFlow(ConfigFlow, domain=DOMAIN):
     @staticmethod
     @callback
     @override
-    def async_get_options_flow(config_entry: ConfigEntry) -> SmartyOptionsFlow:
+    def async_get_options_flow(config_entry: SmartyConfigEntry) -> SmartyOptionsFlow:
         """The options of an entry."""
         return SmartyOptionsFlow()
 

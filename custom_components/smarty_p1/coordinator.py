@@ -19,11 +19,11 @@ from typing import Any, Final
 from homeassistant.config_entries import ConfigEntry
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import ConfigEntryNotReady
-from homeassistant.helpers import issue_registry as ir
 from homeassistant.helpers.storage import Store
 from homeassistant.helpers.update_coordinator import DataUpdateCoordinator, UpdateFailed
 from homeassistant.util import dt as dt_util
 
+from . import issues
 from .connection import Endpoint, source_for
 from .const import (
     AUTH_FAILURE_WINDOW,
@@ -32,11 +32,8 @@ from .const import (
     CONF_MIN_INTERVAL,
     CONF_SERIAL_NUMBER,
     DEFAULT_MIN_INTERVAL,
-    DOCUMENTATION,
     DOMAIN,
-    INTEGRITY_SECTION,
     LOGGER,
-    TROUBLESHOOTING_TOTALS,
 )
 from .p1 import CosemObject, DecoderStats, P1Error, Telegram, TelegramDecoder, parse_key
 from .p1.authkey import LearnedAuthKey
@@ -307,25 +304,15 @@ class SmartyCoordinator(DataUpdateCoordinator[SmartyData]):
     def _integrity_changed(self, integrity: Integrity) -> None:
         """Say so whenever the telegrams are not authenticated: a repair issue for CRC-only."""
         previous, self.health.integrity = self.health.integrity, integrity
-        issue_id = f"crc_only_{self.config_entry.entry_id}"
         if integrity is Integrity.CRC_ONLY:
             LOGGER.warning(
                 "No authentication key explains the tags of %s: its telegrams are checked by "
                 "their CRC only",
                 self.endpoint,
             )
-            ir.async_create_issue(
-                self.hass,
-                DOMAIN,
-                issue_id,
-                is_fixable=False,
-                severity=ir.IssueSeverity.WARNING,
-                learn_more_url=f"{DOCUMENTATION}#{INTEGRITY_SECTION}",
-                translation_key="crc_only",
-                translation_placeholders={"title": self.config_entry.title},
-            )
+            issues.async_raise_crc_only(self.hass, self.config_entry)
         elif previous is Integrity.CRC_ONLY:
-            ir.async_delete_issue(self.hass, DOMAIN, issue_id)
+            issues.async_clear_issue(self.hass, self.config_entry, issues.CRC_ONLY)
         if integrity is Integrity.LEARNING:
             LOGGER.info(
                 "%s authenticates with an authentication key of its own: learning it from its "
@@ -403,21 +390,8 @@ class SmartyCoordinator(DataUpdateCoordinator[SmartyData]):
     def _re_anchored(self, code: str, held: Decimal, reading: Decimal) -> None:
         """A total that was held above the meter follows it again: the statistics may need a
         hand (the drop reads as a new meter cycle), which only the user can give."""
-        ir.async_create_issue(
-            self.hass,
-            DOMAIN,
-            f"total_re_anchored_{self.config_entry.entry_id}_{code}",
-            is_fixable=False,
-            is_persistent=True,
-            severity=ir.IssueSeverity.WARNING,
-            learn_more_url=f"{DOCUMENTATION}#{TROUBLESHOOTING_TOTALS}",
-            translation_key="total_re_anchored",
-            translation_placeholders={
-                "title": self.config_entry.title,
-                "register": code,
-                "held": str(held),
-                "reading": str(reading),
-            },
+        issues.async_raise_total_re_anchored(
+            self.hass, self.config_entry, code, str(held), str(reading)
         )
 
     def _stored_registers(self) -> dict[str, Any]:

@@ -603,6 +603,7 @@ class TariffDescription(SensorEntityDescription):
     last_reset_fn: Callable[[QuarterHourTracker], datetime | None] | None = None
     # Floats of interpolated readings carry noise far below what a meter resolves.
     digits: int = 3
+    attributes_fn: Callable[[QuarterHourTracker], dict[str, object]] | None = None
 
 
 def _tariff_energy(
@@ -641,6 +642,15 @@ def _last_quarter_start(tracker: QuarterHourTracker) -> datetime | None:
     return tracker.last_quarter.start if tracker.last_quarter else None
 
 
+def _month_rates(tracker: QuarterHourTracker) -> dict[str, object]:
+    """Which rates price the month: a year's published ones (which year), or the user's."""
+    start = tracker.month.start(tracker.zone)
+    if start is None:
+        return {}
+    applied = tracker.plan.applied(start.year)
+    return {"rates_year": applied.published_year, "rates_source": applied.source.value}
+
+
 TARIFF_SENSORS: tuple[TariffDescription, ...] = (
     _tariff_energy(
         "quarter_energy",
@@ -675,6 +685,7 @@ TARIFF_SENSORS: tuple[TariffDescription, ...] = (
         digits=4,
         value_fn=lambda tracker: tracker.month.cost if tracker.month.period else None,
         last_reset_fn=lambda tracker: tracker.month.start(tracker.zone),
+        attributes_fn=_month_rates,
     ),
     _tariff_power("max_quarter_power_month", lambda tracker: tracker.month.max_power),
 )
@@ -706,4 +717,6 @@ class TariffSensor(SmartyEntity, SensorEntity):
         self._attr_native_value = None if value is None else round(value, description.digits)
         reset = description.last_reset_fn
         self._attr_last_reset = reset(tracker) if reset else None
-        return self._attr_native_value, self._attr_last_reset
+        if (attributes := description.attributes_fn) is not None:
+            self._attr_extra_state_attributes = attributes(tracker)
+        return self._attr_native_value, self._attr_last_reset, self.extra_state_attributes

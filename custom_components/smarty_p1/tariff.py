@@ -28,9 +28,10 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from decimal import Decimal
+from enum import StrEnum
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
@@ -55,30 +56,81 @@ class Rates:
     overrun: float
 
 
-# The overrun energy is billed at ``overrun`` instead of ``normal`` (50 % more).
-DEFAULT_RATES: Final[Mapping[int, Rates]] = {
+# Low-voltage grid-use rates, EUR/kWh excluding VAT, by the year they apply to.
+# Sources: the grid operators (Creos, Sudstroum, Diekirch, Ettelbruck) propose the rates and the
+# regulator, the Institut Luxembourgeois de Régulation (ILR), approves them for one calendar year
+# (under ILR regulation E20/22 of 26 May 2020: proposals by 1 September, approved rates expire on
+# 31 December; ILR consultations at https://web.ilr.lu/FR/Professionnels/Electricite/Commun/
+# Consultations). The low-voltage structure, reference power and overrun, is ILR regulation
+# E23/49 of 15 November 2023; the overrun costs the normal rate plus 50 % (the operators' draft
+# of 15 October 2024, reported at https://en.paperjam.lu/article/electricity-consumption-overru),
+# which both years below follow. The figures themselves could not be confirmed against the ILR
+# decision or Creos's rate sheet from here: check them against a bill. Rates for 2027 were not
+# found published. A year that is not listed is priced at the last listed year's rates, and the
+# integration asks the user for that year's rates (a repair issue).
+PUBLISHED_RATES: Final[Mapping[int, Rates]] = {
     2025: Rates(normal=0.0759, overrun=0.1139),
     2026: Rates(normal=0.0510, overrun=0.0765),
 }
 
 
-def rates_for(year: int, table: Mapping[int, Rates]) -> Rates:
-    """The rates of a year: those of the latest year listed up to it (the earliest before)."""
-    known = [listed for listed in table if listed <= year]
-    return table[max(known) if known else min(table)]
+class RatesSource(StrEnum):
+    """Where the rates that price a year's overruns come from."""
+
+    PUBLISHED = "published"
+    OPTIONS = "options"  # both rates are the user's
+    PUBLISHED_AND_OPTIONS = "published_and_options"  # one of each
 
 
-def with_overrides(
-    table: Mapping[int, Rates], normal: float | None = None, overrun: float | None = None
-) -> dict[int, Rates]:
-    """The table with the rates the user set replacing the listed ones of every year."""
-    return {
-        year: Rates(
-            normal=rates.normal if normal is None else normal,
-            overrun=rates.overrun if overrun is None else overrun,
+@dataclass(frozen=True, slots=True)
+class AppliedRates:
+    """The rates a year is priced at, and where they come from."""
+
+    rates: Rates
+    source: RatesSource
+    # The year whose published figures are used; None when the user's rates replace both.
+    published_year: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class RatePlan:
+    """The published rates, with the rates the user set (EUR/kWh) replacing them in every year."""
+
+    published: Mapping[int, Rates] = field(default_factory=lambda: PUBLISHED_RATES)
+    normal: float | None = None
+    overrun: float | None = None
+
+    def _listed_year(self, year: int) -> int:
+        """The listed year whose figures apply: the latest up to ``year`` (the earliest before)."""
+        known = [listed for listed in self.published if listed <= year]
+        return max(known) if known else min(self.published)
+
+    def applied(self, year: int) -> AppliedRates:
+        """The rates of a year and their source."""
+        normal, overrun = self.normal, self.overrun
+        if normal is not None and overrun is not None:
+            return AppliedRates(Rates(normal, overrun), RatesSource.OPTIONS, None)
+        listed = self._listed_year(year)
+        published = self.published[listed]
+        rates = Rates(
+            normal=published.normal if normal is None else normal,
+            overrun=published.overrun if overrun is None else overrun,
         )
-        for year, rates in table.items()
-    }
+        own = normal is not None or overrun is not None
+        source = RatesSource.PUBLISHED_AND_OPTIONS if own else RatesSource.PUBLISHED
+        return AppliedRates(rates, source, listed)
+
+    def rates(self, year: int) -> Rates:
+        """The rates a year's quarters are priced at."""
+        return self.applied(year).rates
+
+    def fallback_year(self, year: int) -> int | None:
+        """The earlier year whose published figures price ``year`` for lack of its own.
+
+        None when ``year`` is listed, or the user's rates replace both.
+        """
+        listed = self.applied(year).published_year
+        return listed if listed is not None and listed < year else None
 
 
 def quarter_start(moment: datetime) -> datetime:
@@ -215,12 +267,12 @@ class QuarterHourTracker:
         self,
         reference: float,
         *,
-        rates: Mapping[int, Rates] = DEFAULT_RATES,
+        plan: RatePlan | None = None,
         zone: tzinfo = LUXEMBOURG,
         max_gap: timedelta = MAX_GAP,
     ) -> None:
         self.reference = reference
-        self.rates = rates
+        self.plan = RatePlan() if plan is None else plan
         self.zone = zone
         self.max_gap = max_gap
         self.day = Totals("")
@@ -295,7 +347,7 @@ class QuarterHourTracker:
         start = self._start
         energy = max(0.0, reading - self._start_energy)
         overrun = max(0.0, energy - self.limit)
-        rates = rates_for(start.astimezone(self.zone).year, self.rates)
+        rates = self.plan.rates(start.astimezone(self.zone).year)
         quarter = Quarter(
             start=start,
             energy=energy,

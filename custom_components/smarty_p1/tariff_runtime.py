@@ -7,13 +7,19 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Final
 
-from homeassistant.config_entries import ConfigEntry
+from homeassistant.config_entries import (
+    SIGNAL_CONFIG_ENTRY_CHANGED,
+    ConfigEntry,
+    ConfigEntryChange,
+)
 from homeassistant.core import CALLBACK_TYPE, HomeAssistant, callback
+from homeassistant.helpers.dispatcher import async_dispatcher_connect
 from homeassistant.helpers.storage import Store
 
 from .const import CONF_RATE_NORMAL, CONF_RATE_OVERRUN, CONF_REFERENCE_POWER, DOMAIN, LOGGER
+from .issues import MISSING_RATES, async_clear_issue, async_raise_missing_rates
 from .p1 import CosemObject
-from .tariff import DEFAULT_RATES, Quarter, QuarterHourTracker, Rates, with_overrides
+from .tariff import Quarter, QuarterHourTracker, RatePlan
 
 STORAGE_VERSION: Final = 1
 # Written a few seconds after a quarter completes (and when the entry unloads): a crash loses
@@ -30,11 +36,10 @@ async def async_remove_store(hass: HomeAssistant, entry: ConfigEntry) -> None:
     await _store(hass, entry).async_remove()
 
 
-def rates_from_options(options: Mapping[str, Any]) -> dict[int, Rates]:
-    """The rate table with the user's overrides (ct/kWh in the options, EUR/kWh here)."""
+def plan_from_options(options: Mapping[str, Any]) -> RatePlan:
+    """The published rates with the user's (ct/kWh in the options, EUR/kWh in the plan)."""
     normal, overrun = options.get(CONF_RATE_NORMAL), options.get(CONF_RATE_OVERRUN)
-    return with_overrides(
-        DEFAULT_RATES,
+    return RatePlan(
         normal=None if normal is None else normal / 100,
         overrun=None if overrun is None else overrun / 100,
     )
@@ -44,11 +49,21 @@ class TariffRuntime:
     """The tracker of an entry whose reference power is set; see tariff.py for the semantics."""
 
     def __init__(self, hass: HomeAssistant, entry: ConfigEntry, reference: float) -> None:
+        self._hass = hass
         self._entry = entry
         self._options: Mapping[str, Any] = entry.options
-        self.tracker = QuarterHourTracker(reference, rates=rates_from_options(entry.options))
+        self.tracker = QuarterHourTracker(reference, plan=plan_from_options(entry.options))
         self._store = _store(hass, entry)
         self._listeners: list[Callable[[Quarter], None]] = []
+        # The quarter and plan the missing-rates issue was last judged for.
+        self._judged: tuple[datetime, RatePlan] | None = None
+        # Changed options apply at once, without a reload: the entry's update listeners are
+        # Home Assistant's to reload it (OptionsFlowWithReload), so the change signal it is.
+        entry.async_on_unload(
+            async_dispatcher_connect(hass, SIGNAL_CONFIG_ENTRY_CHANGED, self._entry_changed)
+        )
+        # The issue lives while this runtime does: a reload judges again at its first telegram.
+        entry.async_on_unload(lambda: async_clear_issue(hass, entry, MISSING_RATES))
 
     @classmethod
     def for_entry(cls, hass: HomeAssistant, entry: ConfigEntry) -> TariffRuntime | None:
@@ -88,12 +103,9 @@ class TariffRuntime:
         power = objects.get("1-0:1.7.0")
         kw = power.value if power is not None and isinstance(power.value, Decimal) else None
         tracker = self.tracker
-        if (options := self._entry.options) is not self._options:
-            # Changed options apply from the next telegram on, without a reload.
-            self._options = options
-            tracker.reference = float(options.get(CONF_REFERENCE_POWER, tracker.reference))
-            tracker.rates = rates_from_options(options)
         completed = tracker.feed(moment, energy.value, kw)
+        if tracker.quarter_start is not None:
+            self._judge_rates(tracker.quarter_start)
         if not completed:
             return
         self._store.async_delay_save(tracker.as_dict, SAVE_DELAY)
@@ -101,3 +113,32 @@ class TariffRuntime:
             if quarter.overrun > 0:
                 for listener in list(self._listeners):
                     listener(quarter)
+
+    @callback
+    def _entry_changed(self, change: ConfigEntryChange, entry: ConfigEntry) -> None:
+        """Take the entry's new options: reference power and rates (the totals stay)."""
+        if entry is not self._entry or (options := entry.options) is self._options:
+            return
+        self._options = options
+        tracker = self.tracker
+        tracker.reference = float(options.get(CONF_REFERENCE_POWER, tracker.reference))
+        tracker.plan = plan_from_options(options)
+        if tracker.quarter_start is not None:
+            self._judge_rates(tracker.quarter_start)
+
+    @callback
+    def _judge_rates(self, quarter: datetime) -> None:
+        """Ask for the rates of a year the plan has none for; stop asking once it has.
+
+        Judged again only when a quarter starts or the plan changes, not on every telegram.
+        """
+        tracker = self.tracker
+        plan = tracker.plan
+        if self._judged == (quarter, plan):
+            return
+        self._judged = (quarter, plan)
+        year = quarter.astimezone(tracker.zone).year
+        if (fallback := plan.fallback_year(year)) is not None:
+            async_raise_missing_rates(self._hass, self._entry, year, fallback)
+        else:
+            async_clear_issue(self._hass, self._entry, MISSING_RATES)
