@@ -25,6 +25,10 @@ if TYPE_CHECKING:
 
 __all__ = ["ByteSource", "CannotConnect", "SourceError"]
 
+# Serial ports of Home Assistant's own (its serial port selector offers them): ESPHome serial
+# proxies. Not pyserial's: proxy_source.py opens them.
+SERIAL_PROXY_SCHEMES = ("esphome-hass://",)
+
 
 class NoData(SourceError):  # noqa: N818 (the names the config flow uses)
     """The connection opened but nothing arrived."""
@@ -110,6 +114,10 @@ def source_for(hass: HomeAssistant, endpoint: Endpoint) -> ByteSource:
         assert endpoint.port is not None, "a bridge endpoint has a host and a port"
         return TcpSource(endpoint.host, endpoint.port)
     assert endpoint.device is not None, "a serial endpoint has a device"
+    if endpoint.device.startswith(SERIAL_PROXY_SCHEMES):
+        from .proxy_source import SerialProxySource  # noqa: PLC0415
+
+        return SerialProxySource(endpoint.device)
     return SerialSource(endpoint.device)
 
 
