@@ -17,6 +17,8 @@ CONNECTION_MQTT: Final = "mqtt"
 CONF_TOPIC: Final = "topic"  # the MQTT topic of a dongle that publishes the raw frames
 CONF_DECRYPTION_KEY: Final = "decryption_key"  # 32 upper-case hex digits; None: plaintext meter
 CONF_SERIAL_NUMBER: Final = "serial_number"
+# The authentication key learned from the meter's frames: a secret, like the decryption key.
+CONF_AUTH_KEY: Final = "auth_key"
 
 # Options.
 CONF_MIN_INTERVAL: Final = "min_update_interval"  # seconds; 0 = every telegram
