@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from pathlib import Path
 from typing import Any
 from unittest.mock import AsyncMock, patch
 
@@ -15,13 +15,16 @@ from homeassistant.config_entries import SOURCE_USER, ConfigEntryState, ConfigFl
 from homeassistant.const import CONF_DEVICE, CONF_HOST, CONF_PORT
 from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
+from homeassistant.helpers import device_registry as dr
+from homeassistant.helpers import entity_registry as er
 from homeassistant.helpers import translation
+from homeassistant.helpers.selector import SerialPortSelector
 from pytest_homeassistant_custom_component.common import MockConfigEntry
-from serial.tools.list_ports_common import ListPortInfo
 
 from custom_components.smarty_p1 import config_flow
 from custom_components.smarty_p1.connection import probe
 from custom_components.smarty_p1.const import (
+    CONF_AUTH_KEY,
     CONF_CONNECTION_TYPE,
     CONF_DECRYPTION_KEY,
     CONF_MIN_INTERVAL,
@@ -30,8 +33,10 @@ from custom_components.smarty_p1.const import (
     CONNECTION_SERIAL,
     DOMAIN,
 )
-from custom_components.smarty_p1.p1 import crc16_arc, sources
+from custom_components.smarty_p1.exchange import async_exchange_meter, moved_id
+from custom_components.smarty_p1.p1 import crc16_arc
 from custom_components.smarty_p1.p1.simulator import PtyMeter, TcpMeter
+from custom_components.smarty_p1.p1.sources import PortInUse, SerialSource
 from custom_components.smarty_p1.validation import vol
 
 from .conftest import INTERVAL, KEY, wait_for
@@ -39,6 +44,8 @@ from .conftest import INTERVAL, KEY, wait_for
 OTHER_KEY = bytes.fromhex("F0E0D0C0B0A090807060504030201000")
 # The simulator's default serial number.
 SERIAL = "SAG1030700012345"
+# The meter that the simulator's replaced (a meter exchange) or that has an entry of its own.
+OLD_SERIAL = "SAG0000000000001"
 
 
 # --- The meters are conftest's simulator on a pty or loopback TCP; here, hand-made streams. ---
@@ -68,27 +75,6 @@ def no_entry_setup(real_runtime: bool) -> Iterator[AsyncMock | None]:
         patch("custom_components.smarty_p1.async_unload_entry", return_value=True),
     ):
         yield setup
-
-
-@pytest.fixture
-def ports(tmp_path: Path) -> Iterator[list[ListPortInfo]]:
-    """The serial ports the OS lists (empty unless a test adds some); by-id links in tmp_path."""
-    listed: list[ListPortInfo] = []
-    by_id = tmp_path / "by-id"
-    by_id.mkdir()
-    with (
-        patch.object(config_flow, "comports", return_value=listed),
-        patch.object(sources, "SERIAL_BY_ID", str(by_id)),
-    ):
-        yield listed
-
-
-def usb_port(device: str, **attributes: Any) -> ListPortInfo:
-    """A port as pyserial describes a USB adapter."""
-    port = ListPortInfo(device, skip_link_detection=True)
-    for name, value in attributes.items():
-        setattr(port, name, value)
-    return port
 
 
 @pytest.fixture
@@ -135,10 +121,12 @@ def plaintext_telegram(lines: str) -> bytes:
 async def assert_translated(
     hass: HomeAssistant, result: ConfigFlowResult, flow: str = "config"
 ) -> None:
-    """Every text the user can see exists in English: titles, fields, menus, errors, aborts."""
+    """Every text the user can see exists in English, with the placeholders it needs given:
+    titles, fields, menus, progress, errors, aborts."""
     strings = await translation.async_get_translations(hass, "en", flow, {DOMAIN})
     prefix = f"component.{DOMAIN}.{flow}"
     step = f"{prefix}.step.{result.get('step_id')}"
+    given = result.get("description_placeholders") or {}
     if result["type"] is FlowResultType.FORM:
         assert f"{step}.title" in strings
         for field in schema(result).schema:
@@ -146,13 +134,18 @@ async def assert_translated(
             assert f"{step}.data_description.{field}" in strings, field
     if result["type"] is FlowResultType.MENU:
         assert f"{step}.title" in strings
-        for option in ("serial", "network"):
-            assert option in result["menu_options"]
+        strings.get(f"{step}.description", "").format(**given)
+        options = result["menu_options"]
+        assert isinstance(options, list)
+        for option in options:
             assert f"{step}.menu_options.{option}" in strings, option
+    if result["type"] is FlowResultType.SHOW_PROGRESS:
+        assert f"{step}.title" in strings
+        strings[f"{prefix}.progress.{result['progress_action']}"].format(**given)
     for error in (result.get("errors") or {}).values():
         assert f"{prefix}.error.{error}" in strings, error
     if result["type"] is FlowResultType.ABORT and result.get("translation_domain") is None:
-        assert f"{prefix}.abort.{result['reason']}" in strings, result["reason"]
+        strings[f"{prefix}.abort.{result['reason']}"].format(**given)
 
 
 def schema(result: ConfigFlowResult) -> vol.Schema:
@@ -177,24 +170,39 @@ async def start(hass: HomeAssistant, step: str) -> ConfigFlowResult:
     return await choose(hass, result, step)
 
 
-async def choose(hass: HomeAssistant, result: ConfigFlowResult, step: str) -> ConfigFlowResult:
-    """Pick a menu entry (the connection type) and check the texts of what comes back."""
+async def choose(
+    hass: HomeAssistant,
+    result: ConfigFlowResult,
+    step: str,
+    options: tuple[str, ...] = ("serial", "network", "mqtt_topic"),
+) -> ConfigFlowResult:
+    """Pick a menu entry (by default the connection type) and check the texts of both."""
     assert result["type"] is FlowResultType.MENU
-    assert result["menu_options"] == ["serial", "network", "mqtt_topic"]
+    assert result["menu_options"] == list(options)
     await assert_translated(hass, result)
     result = await hass.config_entries.flow.async_configure(
         result["flow_id"], {"next_step_id": step}
     )
-    await assert_translated(hass, result)
-    return result
+    return await settle(hass, result)
 
 
 async def submit(
     hass: HomeAssistant, result: ConfigFlowResult, data: dict[str, Any]
 ) -> ConfigFlowResult:
-    """Submit a form and check the texts of what comes back."""
+    """Submit a form; what comes back once the probe it starts has answered."""
     result = await hass.config_entries.flow.async_configure(result["flow_id"], data)
-    # Let what the step scheduled (a reload, the entry's save) finish.
+    return await settle(hass, result)
+
+
+async def settle(hass: HomeAssistant, result: ConfigFlowResult) -> ConfigFlowResult:
+    """Let what a step started finish (a probe shown as progress, a reload, the entry's save)
+    and check the texts of what the user sees on the way."""
+    await assert_translated(hass, result)
+    if result["type"] is FlowResultType.SHOW_PROGRESS:
+        assert result["step_id"] == "probe"
+        # The probe's end moves the flow on; the frontend then asks for the next step.
+        await hass.async_block_till_done()
+        result = await hass.config_entries.flow.async_configure(result["flow_id"])
     await hass.async_block_till_done()
     await assert_translated(hass, result)
     return result
@@ -205,6 +213,22 @@ async def skip_tariff(hass: HomeAssistant, result: ConfigFlowResult) -> ConfigFl
     assert result["type"] is FlowResultType.FORM
     assert result["step_id"] == "tariff"
     return await submit(hass, result, {})
+
+
+async def submit_probing(
+    hass: HomeAssistant, result: ConfigFlowResult, data: dict[str, Any]
+) -> ConfigFlowResult:
+    """Submit a form whose probe is still waiting when the answer comes: the progress."""
+    result = await hass.config_entries.flow.async_configure(result["flow_id"], data)
+    assert result["type"] is FlowResultType.SHOW_PROGRESS
+    await assert_translated(hass, result)
+    return result
+
+
+async def close_dialog(hass: HomeAssistant, result: ConfigFlowResult) -> None:
+    """The user closes the dialog; what the flow started to clean up is done."""
+    hass.config_entries.flow.async_abort(result["flow_id"])
+    await hass.async_block_till_done()
 
 
 def on_network(port: int) -> dict[str, Any]:
@@ -236,44 +260,23 @@ def flow_entry(
 # --- Adding a meter ---
 
 
-async def test_serial_port_by_id_then_key(
-    hass: HomeAssistant,
-    pty_meter: PtyMeter,
-    ports: list[ListPortInfo],
-    no_entry_setup: AsyncMock,
+async def test_serial_port_then_key(
+    hass: HomeAssistant, pty_meter: PtyMeter, no_entry_setup: AsyncMock
 ) -> None:
-    """The port list offers the stable by-id name; an encrypted meter leads to the key step."""
-    by_id = Path(sources.SERIAL_BY_ID) / "usb-FTDI_FT232R_USB_UART_A10K1234-if00-port0"
-    by_id.symlink_to(pty_meter.path)
-    ports.append(
-        usb_port(
-            pty_meter.path,
-            description="FT232R USB UART",
-            manufacturer="FTDI",
-            serial_number="A10K1234",
-        )
-    )
-    # Listed, but unplugged since (or never there: this one does not exist).
-    ports.append(usb_port("/dev/ttyUSB7", description="n/a"))
-
+    """Home Assistant's serial port selector (its ports by-id, ESPHome serial proxies, or a
+    path typed in); an encrypted meter then leads to the key step."""
     result = await start(hass, "serial")
     assert result["type"] is FlowResultType.FORM
     assert result["step_id"] == "serial"
-    selector = schema(result).schema[CONF_DEVICE].config
-    assert selector["options"] == [
-        {"value": str(by_id), "label": f"{by_id} (FT232R USB UART, FTDI, s/n A10K1234)"},
-        {"value": "/dev/ttyUSB7", "label": "/dev/ttyUSB7"},
-        {"value": "manual", "label": "Enter the path manually"},
-    ]
-    assert selector["translation_key"] == "serial_port"
-    assert schema(result)({})[CONF_DEVICE] == str(by_id)
+    assert isinstance(schema(result).schema[CONF_DEVICE], SerialPortSelector)
 
-    result = await submit(hass, result, {CONF_DEVICE: "/dev/ttyUSB7"})
+    missing = "/dev/serial/by-id/usb-no-such-cable"
+    result = await submit(hass, result, {CONF_DEVICE: missing})
     assert result["step_id"] == "serial"
     assert result["errors"] == {"base": "cannot_connect"}
-    assert suggested(result, CONF_DEVICE) == "/dev/ttyUSB7"
+    assert suggested(result, CONF_DEVICE) == missing
 
-    result = await submit(hass, result, {CONF_DEVICE: str(by_id)})
+    result = await submit(hass, result, {CONF_DEVICE: f" {pty_meter.path} "})
     assert result["type"] is FlowResultType.FORM
     assert result["step_id"] == "key"
     assert result["errors"] == {}
@@ -287,36 +290,27 @@ async def test_serial_port_by_id_then_key(
     assert result["result"].unique_id == SERIAL
     assert result["data"] == {
         CONF_CONNECTION_TYPE: CONNECTION_SERIAL,
-        CONF_DEVICE: str(by_id),
+        CONF_DEVICE: pty_meter.path,
         CONF_DECRYPTION_KEY: KEY.hex().upper(),
         CONF_SERIAL_NUMBER: SERIAL,
     }
-    await hass.async_block_till_done()
     assert no_entry_setup.call_count == 1
 
 
-@pytest.mark.parametrize("listed", [False, True])
-async def test_serial_path_typed_by_hand(
-    hass: HomeAssistant, pty_meter: PtyMeter, ports: list[ListPortInfo], listed: bool
+async def test_serial_proxy_goes_to_serialx(
+    hass: HomeAssistant, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """No port found leads straight to the path field; "manual" in the list leads there too."""
-    if listed:
-        ports.append(usb_port("/dev/ttyS0"))
+    """An ESPHome serial proxy (as the selector offers it) is opened by serialx, which pyserial
+    cannot; here no ESPHome integration registered its handler, so it cannot connect."""
+    caplog.set_level("DEBUG", "custom_components.smarty_p1")
     result = await start(hass, "serial")
-    if listed:
-        result = await submit(hass, result, {CONF_DEVICE: "manual"})
-    assert result["step_id"] == "serial_manual"
-
-    result = await submit(hass, result, {CONF_DEVICE: "/dev/serial/by-id/usb-no-such-cable"})
-    assert result["step_id"] == "serial_manual"
+    proxy = "esphome-hass://esphome/01JQ5Z8ESPHOMEENTRY?port_name=P1"
+    result = await submit(hass, result, {CONF_DEVICE: proxy})
+    assert result["step_id"] == "serial"
     assert result["errors"] == {"base": "cannot_connect"}
-
-    result = await submit(hass, result, {CONF_DEVICE: f" {pty_meter.path} "})
-    assert result["step_id"] == "key"
-    result = await submit(hass, result, {CONF_DECRYPTION_KEY: KEY.hex()})
-    result = await skip_tariff(hass, result)
-    assert result["type"] is FlowResultType.CREATE_ENTRY
-    assert result["data"][CONF_DEVICE] == pty_meter.path
+    assert suggested(result, CONF_DEVICE) == proxy
+    # serialx's words, not pyserial's ("protocol 'esphome-hass' not known").
+    assert "No handler registered for URI scheme 'esphome-hass://'" in caplog.text
 
 
 @pytest.mark.parametrize("meter_key", [None])
@@ -407,24 +401,114 @@ async def test_unexpected_error(hass: HomeAssistant, caplog: pytest.LogCaptureFi
     assert "Unexpected error while probing 127.0.0.1:1" in caplog.text
 
 
-async def test_same_meter_twice(hass: HomeAssistant, tcp_meter: TcpMeter) -> None:
-    """The meter's serial is the unique id: a second entry for it aborts."""
-    flow_entry(on_serial("/dev/ttyUSB0")).add_to_hass(hass)
+async def test_known_meter_on_a_new_connection(
+    hass: HomeAssistant, tcp_meter: TcpMeter, no_entry_setup: AsyncMock
+) -> None:
+    """Adding a meter that has an entry (its cable moved, its bridge got a new address) moves
+    that entry to where the meter answered now, says so, and reloads it."""
+    entry = flow_entry(on_serial("/dev/ttyUSB0"), key=OTHER_KEY)
+    entry.add_to_hass(hass)
+    await hass.config_entries.async_setup(entry.entry_id)
     result = await start(hass, "network")
     result = await submit(hass, result, {CONF_HOST: "127.0.0.1", CONF_PORT: tcp_meter.port})
     result = await submit(hass, result, {CONF_DECRYPTION_KEY: KEY.hex()})
     assert result["type"] is FlowResultType.ABORT
-    assert result["reason"] == "already_configured"
+    assert result["reason"] == "connection_updated"
+    assert result["description_placeholders"] == {"endpoint": f"127.0.0.1:{tcp_meter.port}"}
+    assert dict(entry.data) == {
+        **on_network(tcp_meter.port),
+        # The serial port's field is cleared: an entry has one connection.
+        CONF_DEVICE: None,
+        CONF_DECRYPTION_KEY: KEY.hex().upper(),
+        CONF_SERIAL_NUMBER: SERIAL,
+    }
+    assert entry.state is ConfigEntryState.LOADED
+    assert no_entry_setup.call_count == 2
+    assert len(hass.config_entries.async_entries(DOMAIN)) == 1
 
 
 async def test_same_connection_twice(hass: HomeAssistant, tcp_meter: TcpMeter) -> None:
     """A bridge that already feeds an entry is refused before probing it."""
-    flow_entry(on_network(tcp_meter.port), serial="SAG0000000000001").add_to_hass(hass)
+    flow_entry(on_network(tcp_meter.port), serial=OLD_SERIAL).add_to_hass(hass)
     result = await start(hass, "network")
     result = await submit(hass, result, {CONF_HOST: "127.0.0.1", CONF_PORT: tcp_meter.port})
     assert result["type"] is FlowResultType.ABORT
     assert result["reason"] == "already_configured"
     assert tcp_meter.frames_sent == 0
+
+
+# --- The probe's progress ---
+
+
+async def test_probe_shows_progress(hass: HomeAssistant, quiet_pty: PtyMeter) -> None:
+    """The probe may wait 25 s for a telegram: the dialog says for what, then the answer."""
+    result = await start(hass, "serial")
+    with patch("custom_components.smarty_p1.const.PROBE_TIMEOUT", 0.3):
+        result = await submit_probing(hass, result, {CONF_DEVICE: quiet_pty.path})
+        assert result["step_id"] == "probe"
+        assert result["progress_action"] == "probe"
+        assert result["description_placeholders"] == {
+            "endpoint": quiet_pty.path,
+            "timeout": "0.3",
+        }
+        result = await settle(hass, result)
+    assert result["step_id"] == "serial"
+    assert result["errors"] == {"base": "no_data"}
+
+
+async def test_closing_the_dialog_stops_the_probe(hass: HomeAssistant, quiet_pty: PtyMeter) -> None:
+    """Closed while the probe waits: the probe stops at once and the port is free again."""
+    result = await start(hass, "serial")
+    with patch("custom_components.smarty_p1.const.PROBE_TIMEOUT", 60.0):
+        result = await submit_probing(hass, result, {CONF_DEVICE: quiet_pty.path})
+        await close_dialog(hass, result)
+        # Opened exclusively, as the probe had it: free within moments, not after 60 s.
+        deadline = time.monotonic() + 2
+        port = SerialSource(quiet_pty.path)
+        while True:
+            try:
+                await port.open(lambda data: None)
+            except PortInUse:
+                assert time.monotonic() < deadline, "the probe still holds the port"
+                await asyncio.sleep(0.01)
+            else:
+                break
+        await port.close()
+
+
+async def test_closing_the_reauth_dialog_gives_the_port_back(
+    hass: HomeAssistant, quiet_pty: PtyMeter, no_entry_setup: AsyncMock
+) -> None:
+    """The entry lets go of its port for the probe; closing the dialog gives it back."""
+    entry = flow_entry(on_serial(quiet_pty.path), key=OTHER_KEY)
+    entry.add_to_hass(hass)
+    await hass.config_entries.async_setup(entry.entry_id)
+    result = await entry.start_reauth_flow(hass)
+    with patch("custom_components.smarty_p1.const.PROBE_TIMEOUT", 60.0):
+        result = await submit_probing(hass, result, {CONF_DECRYPTION_KEY: KEY.hex()})
+        while_probing = entry.state
+        await close_dialog(hass, result)
+    assert while_probing is ConfigEntryState.NOT_LOADED
+    assert entry.state is ConfigEntryState.LOADED
+    assert no_entry_setup.call_count == 2
+    assert entry.data[CONF_DECRYPTION_KEY] == OTHER_KEY.hex().upper()
+
+
+async def test_entry_removed_while_probing(
+    hass: HomeAssistant, quiet_pty: PtyMeter, no_entry_setup: AsyncMock
+) -> None:
+    """The entry is deleted while its reauth probes: its flow ends, nothing is set up again."""
+    entry = flow_entry(on_serial(quiet_pty.path), key=OTHER_KEY)
+    entry.add_to_hass(hass)
+    await hass.config_entries.async_setup(entry.entry_id)
+    result = await entry.start_reauth_flow(hass)
+    with patch("custom_components.smarty_p1.const.PROBE_TIMEOUT", 60.0):
+        await submit_probing(hass, result, {CONF_DECRYPTION_KEY: KEY.hex()})
+        await hass.config_entries.async_remove(entry.entry_id)
+        await hass.async_block_till_done()
+    assert not hass.config_entries.flow.async_progress()
+    assert hass.config_entries.async_entries(DOMAIN) == []
+    assert no_entry_setup.call_count == 1
 
 
 # --- Reauth: a new key for the same meter ---
@@ -449,20 +533,7 @@ async def test_reauth(hass: HomeAssistant, tcp_meter: TcpMeter, no_entry_setup: 
     assert result["reason"] == "reauth_successful"
     assert entry.data[CONF_DECRYPTION_KEY] == KEY.hex().upper()
     assert entry.data[CONF_PORT] == tcp_meter.port
-    await hass.async_block_till_done()
     assert no_entry_setup.call_count == 1
-
-
-async def test_reauth_other_meter(hass: HomeAssistant, tcp_meter: TcpMeter) -> None:
-    """A key that verifies on another meter on that port does not become this entry's key."""
-    entry = flow_entry(on_network(tcp_meter.port), key=OTHER_KEY, serial="SAG0000000000001")
-    entry.add_to_hass(hass)
-    result = await entry.start_reauth_flow(hass)
-    result = await submit(hass, result, {CONF_DECRYPTION_KEY: KEY.hex()})
-    assert result["type"] is FlowResultType.ABORT
-    assert result["reason"] == "wrong_meter"
-    assert result["description_placeholders"] == {"serial": SERIAL}
-    assert entry.data[CONF_DECRYPTION_KEY] == OTHER_KEY.hex().upper()
 
 
 async def test_reauth_frees_the_port_while_probing(
@@ -475,9 +546,9 @@ async def test_reauth_frees_the_port_while_probing(
     assert entry.state is ConfigEntryState.LOADED
     states: list[ConfigEntryState] = []
 
-    async def probe_alone(*args: Any) -> Any:
+    async def probe_alone(*args: Any, **kwargs: Any) -> Any:
         states.append(entry.state)
-        return await probe(*args)
+        return await probe(*args, **kwargs)
 
     result = await entry.start_reauth_flow(hass)
     with patch.object(config_flow, "probe", probe_alone):
@@ -487,7 +558,6 @@ async def test_reauth_frees_the_port_while_probing(
         result = await submit(hass, result, {CONF_DECRYPTION_KEY: KEY.hex()})
     assert result["reason"] == "reauth_successful"
     assert states == [ConfigEntryState.NOT_LOADED, ConfigEntryState.NOT_LOADED]
-    await hass.async_block_till_done()
     assert entry.state is ConfigEntryState.LOADED
     assert no_entry_setup.call_count == 3
 
@@ -506,7 +576,6 @@ async def test_reauth_with_the_runtime(hass: HomeAssistant, pty_meter: PtyMeter)
     assert entry.state is ConfigEntryState.LOADED
     result = await submit(hass, result, {CONF_DECRYPTION_KEY: KEY.hex()})
     assert result["reason"] == "reauth_successful"
-    await hass.async_block_till_done()
 
     assert entry.state is ConfigEntryState.LOADED
     await wait_for(hass, lambda: entry.runtime_data.data is not None)
@@ -514,12 +583,195 @@ async def test_reauth_with_the_runtime(hass: HomeAssistant, pty_meter: PtyMeter)
     assert await hass.config_entries.async_unload(entry.entry_id)
 
 
+# --- A meter exchange: another meter answers for an entry ---
+
+
+# Unique ids after the serial: a sensor in today's scheme and in the next one, a secondary
+# sensor, a health sensor.
+ENTITY_SUFFIXES = ("1-0:1.8.0_energy_import", "1-0:1.8.0", "1-0:21.7.0_phase_1", "last_telegram")
+
+
+def exchanged_entry(hass: HomeAssistant, connection: dict[str, Any]) -> MockConfigEntry:
+    """The entry of the meter OLD_SERIAL, which the simulated meter replaced: entities in both
+    unique-id schemes, the meter's and an M-Bus device, stored registers, a learned auth key."""
+    entry = flow_entry(connection, key=OTHER_KEY, serial=OLD_SERIAL)
+    entry.add_to_hass(hass)
+    hass.config_entries.async_update_entry(
+        entry, data={**entry.data, CONF_AUTH_KEY: "00112233445566778899AABBCCDDEEFF"}
+    )
+    entities = er.async_get(hass)
+    for suffix in ENTITY_SUFFIXES:
+        entities.async_get_or_create("sensor", DOMAIN, f"{OLD_SERIAL}_{suffix}", config_entry=entry)
+    devices = dr.async_get(hass)
+    devices.async_get_or_create(
+        config_entry_id=entry.entry_id,
+        identifiers={(DOMAIN, OLD_SERIAL)},
+        serial_number=OLD_SERIAL,
+        name="Smarty",
+    )
+    devices.async_get_or_create(
+        config_entry_id=entry.entry_id,
+        identifiers={(DOMAIN, f"{OLD_SERIAL}_mbus_1")},
+        serial_number="G0012345678901",
+        name="Gas meter",
+    )
+    # Another integration's entity whose id happens to start with the serial: not ours.
+    other = MockConfigEntry(domain="other")
+    other.add_to_hass(hass)
+    entities.async_get_or_create("sensor", "other", f"{OLD_SERIAL}_x", config_entry=other)
+    return entry
+
+
+def registry_view(hass: HomeAssistant, entry: MockConfigEntry) -> dict[str, Any]:
+    """An entry's entities (entity id -> unique id) and devices (identifiers, serial)."""
+    entities = er.async_entries_for_config_entry(er.async_get(hass), entry.entry_id)
+    devices = dr.async_entries_for_config_entry(dr.async_get(hass), entry.entry_id)
+    return {
+        "entities": {entity.entity_id: entity.unique_id for entity in entities},
+        "devices": sorted(
+            (sorted(device.identifiers), device.serial_number, device.name) for device in devices
+        ),
+    }
+
+
+async def reauth_to_exchange(hass: HomeAssistant, entry: MockConfigEntry) -> ConfigFlowResult:
+    """Reauth with the key of the meter that answers now: the exchange is offered."""
+    result = await entry.start_reauth_flow(hass)
+    result = await submit(hass, result, {CONF_DECRYPTION_KEY: KEY.hex()})
+    assert result["type"] is FlowResultType.MENU
+    assert result["step_id"] == "exchange"
+    assert result["description_placeholders"] == {"old": OLD_SERIAL, "new": SERIAL}
+    return result
+
+
+async def test_reauth_after_a_meter_exchange(
+    hass: HomeAssistant,
+    tcp_meter: TcpMeter,
+    no_entry_setup: AsyncMock,
+    hass_storage: dict[str, Any],
+) -> None:
+    """The new meter's key verifies, its serial is another: confirmed, the entry moves to it
+    with its entities and devices, and forgets what was the old meter's."""
+    entry = exchanged_entry(hass, on_network(tcp_meter.port))
+    await hass.config_entries.async_setup(entry.entry_id)
+    store = f"{DOMAIN}.{entry.entry_id}.registers"
+    hass_storage[store] = {"version": 1, "minor_version": 2, "key": store, "data": {}}
+    before = registry_view(hass, entry)
+
+    result = await reauth_to_exchange(hass, entry)
+    result = await choose(
+        hass, result, "exchange_confirm", ("exchange_confirm", "exchange_decline")
+    )
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "meter_exchanged"
+    assert result["description_placeholders"] == {"old": OLD_SERIAL, "new": SERIAL}
+
+    assert entry.unique_id == SERIAL
+    assert entry.title == f"Smarty {SERIAL}"
+    assert dict(entry.data) == {
+        **on_network(tcp_meter.port),
+        CONF_DECRYPTION_KEY: KEY.hex().upper(),
+        CONF_SERIAL_NUMBER: SERIAL,
+    }
+    assert store not in hass_storage
+    after = registry_view(hass, entry)
+    # The same entity ids, now with the new serial.
+    assert after["entities"] == {
+        entity_id: unique_id.replace(OLD_SERIAL, SERIAL)
+        for entity_id, unique_id in before["entities"].items()
+    }
+    assert after["devices"] == [
+        ([(DOMAIN, SERIAL)], SERIAL, "Smarty"),
+        ([(DOMAIN, f"{SERIAL}_mbus_1")], "G0012345678901", "Gas meter"),
+    ]
+    assert er.async_get(hass).async_get_entity_id("sensor", "other", f"{OLD_SERIAL}_x")
+    # Unloaded for the probe, set up again for the offer, and once more after the exchange.
+    assert entry.state is ConfigEntryState.LOADED
+    assert no_entry_setup.call_count == 3
+
+
+@pytest.mark.parametrize("answer", ["exchange_decline", "close"])
+async def test_exchange_declined(
+    hass: HomeAssistant, tcp_meter: TcpMeter, no_entry_setup: AsyncMock, answer: str
+) -> None:
+    """Not an exchange after all (declined, or the dialog closed): everything stays as it was,
+    and the entry runs again."""
+    entry = exchanged_entry(hass, on_network(tcp_meter.port))
+    await hass.config_entries.async_setup(entry.entry_id)
+    data, before = dict(entry.data), registry_view(hass, entry)
+
+    result = await reauth_to_exchange(hass, entry)
+    assert entry.state is ConfigEntryState.LOADED
+    if answer == "close":
+        await close_dialog(hass, result)
+    else:
+        result = await choose(hass, result, answer, ("exchange_confirm", "exchange_decline"))
+        assert result["type"] is FlowResultType.ABORT
+        assert result["reason"] == "exchange_declined"
+        assert result["description_placeholders"] == {"old": OLD_SERIAL, "new": SERIAL}
+    assert entry.unique_id == OLD_SERIAL
+    assert dict(entry.data) == data
+    assert registry_view(hass, entry) == before
+    assert entry.state is ConfigEntryState.LOADED
+    assert no_entry_setup.call_count == 2
+
+
+async def test_reauth_finds_a_meter_with_an_entry_of_its_own(
+    hass: HomeAssistant, tcp_meter: TcpMeter, no_entry_setup: AsyncMock
+) -> None:
+    """The meter that answers has its own entry: no exchange to offer, nothing changes."""
+    flow_entry(on_serial("/dev/ttyUSB0")).add_to_hass(hass)
+    entry = flow_entry(on_network(tcp_meter.port), key=OTHER_KEY, serial=OLD_SERIAL)
+    entry.add_to_hass(hass)
+    await hass.config_entries.async_setup(entry.entry_id)
+    result = await entry.start_reauth_flow(hass)
+    result = await submit(hass, result, {CONF_DECRYPTION_KEY: KEY.hex()})
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "wrong_meter"
+    assert result["description_placeholders"] == {"serial": SERIAL}
+    assert entry.data[CONF_DECRYPTION_KEY] == OTHER_KEY.hex().upper()
+    assert entry.state is ConfigEntryState.LOADED
+
+
+async def test_exchange_of_an_entry_not_running(
+    hass: HomeAssistant, no_entry_setup: AsyncMock
+) -> None:
+    """A repair of a plaintext meter calls the exchange alone: the entry's data stays but for
+    the serial, and an entry that was not running is not started by it."""
+    entry = exchanged_entry(hass, on_serial("/dev/ttyUSB0"))
+    await async_exchange_meter(hass, entry, SERIAL)
+    assert entry.unique_id == SERIAL
+    assert dict(entry.data) == {
+        **on_serial("/dev/ttyUSB0"),
+        CONF_DECRYPTION_KEY: OTHER_KEY.hex().upper(),
+        CONF_SERIAL_NUMBER: SERIAL,
+    }
+    assert sorted(registry_view(hass, entry)["entities"].values()) == sorted(
+        f"{SERIAL}_{suffix}"
+        for suffix in (
+            "1-0:1.8.0_energy_import",
+            "1-0:1.8.0",
+            "1-0:21.7.0_phase_1",
+            "last_telegram",
+        )
+    )
+    assert entry.state is ConfigEntryState.NOT_LOADED
+    assert no_entry_setup.call_count == 0
+
+
+def test_moved_ids() -> None:
+    """The serial is the whole id or its prefix up to an underscore, never just a start."""
+    assert moved_id("SAG1", "SAG1", "SAG2") == "SAG2"
+    assert moved_id("SAG1_mbus_1", "SAG1", "SAG2") == "SAG2_mbus_1"
+    assert moved_id("SAG1_1-0:1.8.0", "SAG1", "SAG2") == "SAG2_1-0:1.8.0"
+    assert moved_id("SAG12_1-0:1.8.0", "SAG1", "SAG2") is None
+    assert moved_id("x_SAG1", "SAG1", "SAG2") is None
+
+
 # --- Reconfigure: another port or bridge, the same meter ---
 
 
-async def test_reconfigure_serial_to_network(
-    hass: HomeAssistant, tcp_meter: TcpMeter, ports: list[ListPortInfo]
-) -> None:
+async def test_reconfigure_serial_to_network(hass: HomeAssistant, tcp_meter: TcpMeter) -> None:
     """The stored key is tried first: it still verifies, so no key question."""
     entry = flow_entry(on_serial("/dev/ttyUSB0"))
     entry.add_to_hass(hass)
@@ -532,24 +784,27 @@ async def test_reconfigure_serial_to_network(
     assert result["reason"] == "reconfigure_successful"
     assert dict(entry.data) == {
         CONF_CONNECTION_TYPE: CONNECTION_NETWORK,
+        CONF_DEVICE: None,
         CONF_HOST: "127.0.0.1",
         CONF_PORT: tcp_meter.port,
         CONF_DECRYPTION_KEY: KEY.hex().upper(),
         CONF_SERIAL_NUMBER: SERIAL,
     }
 
+    # Back to a serial port: the bridge's fields are cleared in turn, the port is offered empty.
+    result = await entry.start_reconfigure_flow(hass)
+    result = await choose(hass, result, "serial")
+    assert suggested(result, CONF_DEVICE) is None
 
-async def test_reconfigure_keeps_a_typed_path_on_offer(
-    hass: HomeAssistant, pty_meter: PtyMeter, ports: list[ListPortInfo]
+
+async def test_reconfigure_offers_the_entry_s_port(
+    hass: HomeAssistant, pty_meter: PtyMeter
 ) -> None:
-    """The entry's path is offered (and preselected) even when the OS does not list it."""
-    ports.append(usb_port("/dev/ttyS0"))
+    """The entry's port is preselected, whether the selector lists it or it was typed."""
     entry = flow_entry(on_serial(pty_meter.path))
     entry.add_to_hass(hass)
     result = await entry.start_reconfigure_flow(hass)
     result = await choose(hass, result, "serial")
-    options = schema(result).schema[CONF_DEVICE].config["options"]
-    assert [option["value"] for option in options] == [pty_meter.path, "/dev/ttyS0", "manual"]
     assert suggested(result, CONF_DEVICE) == pty_meter.path
 
     result = await submit(hass, result, {CONF_DEVICE: pty_meter.path})
@@ -573,32 +828,35 @@ async def test_reconfigure_asks_for_the_key_when_it_no_longer_verifies(
     assert entry.data[CONF_DECRYPTION_KEY] == KEY.hex().upper()
 
 
-async def test_reconfigure_to_another_meter(hass: HomeAssistant, tcp_meter: TcpMeter) -> None:
-    """Another meter on the new connection is refused; the entry is left as it was."""
-    entry = flow_entry(on_serial("/dev/ttyUSB0"), serial="SAG0000000000001")
-    entry.add_to_hass(hass)
-    before = dict(entry.data)
-    result = await entry.start_reconfigure_flow(hass)
-    result = await choose(hass, result, "network")
-    result = await submit(hass, result, {CONF_HOST: "127.0.0.1", CONF_PORT: tcp_meter.port})
-    assert result["type"] is FlowResultType.ABORT
-    assert result["reason"] == "wrong_meter"
-    assert dict(entry.data) == before
-
-
-async def test_reconfigure_loaded_entry_to_another_meter(
+async def test_reconfigure_to_another_meter(
     hass: HomeAssistant, tcp_meter: TcpMeter, no_entry_setup: AsyncMock
 ) -> None:
-    """The entry is set up again on its old connection when the new one is another meter."""
-    entry = flow_entry(on_network(closed_port()), serial="SAG0000000000001")
-    entry.add_to_hass(hass)
+    """Another meter on the new connection: the exchange is offered while the entry reads its
+    old connection again; confirmed, the entry moves to the new meter and connection."""
+    entry = exchanged_entry(hass, on_serial("/dev/ttyUSB0"))
     await hass.config_entries.async_setup(entry.entry_id)
     result = await entry.start_reconfigure_flow(hass)
     result = await choose(hass, result, "network")
     result = await submit(hass, result, {CONF_HOST: "127.0.0.1", CONF_PORT: tcp_meter.port})
-    assert result["reason"] == "wrong_meter"
+    assert result["step_id"] == "key"
+    result = await submit(hass, result, {CONF_DECRYPTION_KEY: KEY.hex()})
+    assert result["type"] is FlowResultType.MENU
+    assert result["step_id"] == "exchange"
     assert entry.state is ConfigEntryState.LOADED
-    assert no_entry_setup.call_count == 2
+    assert entry.data[CONF_DEVICE] == "/dev/ttyUSB0"
+
+    result = await choose(
+        hass, result, "exchange_confirm", ("exchange_confirm", "exchange_decline")
+    )
+    assert result["reason"] == "meter_exchanged"
+    assert entry.unique_id == SERIAL
+    assert dict(entry.data) == {
+        **on_network(tcp_meter.port),
+        CONF_DEVICE: None,
+        CONF_DECRYPTION_KEY: KEY.hex().upper(),
+        CONF_SERIAL_NUMBER: SERIAL,
+    }
+    assert entry.state is ConfigEntryState.LOADED
 
 
 # --- Options ---

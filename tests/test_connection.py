@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
+from unittest.mock import patch
 
 import pytest
 from homeassistant.const import CONF_DEVICE, CONF_HOST, CONF_PORT
@@ -23,6 +25,7 @@ from custom_components.smarty_p1.const import (
     CONNECTION_NETWORK,
     CONNECTION_SERIAL,
 )
+from custom_components.smarty_p1.p1 import sources
 from custom_components.smarty_p1.p1.simulator import MeterSimulator, PtyMeter, TcpMeter
 from custom_components.smarty_p1.p1.sources import SerialSource, TcpSource
 
@@ -134,3 +137,27 @@ async def test_a_receiver_error_ends_the_session(serve: Serve) -> None:
     # Closing twice, or a source never opened, is harmless.
     await source.close()
     await TcpSource("127.0.0.1", 9).close()
+
+
+async def test_cancelled_while_opening_lets_go_of_the_port(quiet_pty: PtyMeter) -> None:
+    """Cancelled while it opens (the flow's dialog closed, the entry unloaded): the port it had
+    opened already is closed again, not left locked until Home Assistant restarts."""
+    looking_up = threading.Event()
+    release = threading.Event()
+
+    def slow_by_id(device: str) -> str | None:
+        # The by-id lookup runs after the port is open: hold it there.
+        looking_up.set()
+        release.wait(5)
+        return None
+
+    with patch.object(sources, "serial_by_id", slow_by_id):
+        opening = asyncio.create_task(SerialSource(quiet_pty.path).open(lambda data: None))
+        await asyncio.to_thread(looking_up.wait, 5)
+        opening.cancel()
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await opening
+    again = SerialSource(quiet_pty.path)
+    await again.open(lambda data: None)
+    await again.close()

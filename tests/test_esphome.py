@@ -24,11 +24,11 @@ from typing import Any, Self, TypeGuard
 
 import pytest
 
-from custom_components.smarty_p1.connection import Endpoint, StreamSource, probe
-from custom_components.smarty_p1.const import CONNECTION_NETWORK
+from custom_components.smarty_p1.connection import probe
 from custom_components.smarty_p1.mqtt_source import payload_bytes
 from custom_components.smarty_p1.p1 import Telegram, TelegramDecoder
 from custom_components.smarty_p1.p1.simulator import MeterSimulator, PtyMeter
+from custom_components.smarty_p1.p1.sources import TcpSource
 
 from .mqtt_broker import free_port
 
@@ -297,7 +297,7 @@ async def test_tcp_forwards_the_bytes_untouched(
 
         # The dongle serves the next client once the first has gone, as the integration
         # reconnects: its probe gets a telegram that verifies with the key.
-        source = StreamSource(Endpoint(CONNECTION_NETWORK, host="127.0.0.1", port=port))
+        source = TcpSource("127.0.0.1", port)
         probing = asyncio.create_task(probe(source, meter_key, 10))
         sent = []
         while not probing.done():

@@ -25,14 +25,26 @@ from typing import Any
 from unittest.mock import patch
 
 import pytest
-from homeassistant.config_entries import SOURCE_REAUTH, SOURCE_USER
+from homeassistant.components.recorder import history
+from homeassistant.config_entries import (
+    SOURCE_REAUTH,
+    SOURCE_USER,
+    ConfigEntry,
+    ConfigFlowResult,
+)
 from homeassistant.const import CONF_DEVICE, CONF_HOST, CONF_PORT, STATE_UNAVAILABLE
 from homeassistant.core import Event, EventStateChangedData, HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
 from homeassistant.exceptions import HomeAssistantError
+from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers import entity_registry as er
 from homeassistant.helpers import issue_registry as ir
+from homeassistant.helpers.recorder import get_instance
+from homeassistant.util import dt as dt_util
 from pytest_homeassistant_custom_component.common import MockConfigEntry
+from pytest_homeassistant_custom_component.components.recorder.common import (
+    async_wait_recording_done,
+)
 
 from custom_components.smarty_p1.const import (
     CONF_CONNECTION_TYPE,
@@ -63,6 +75,7 @@ WATCHED = {
     "1-0:32.7.0": "1-0:32.7.0",
 }
 NEW_KEY = bytes.fromhex("00112233445566778899AABBCCDDEEFF")
+NEW_SERIAL = "SAG1030700067890"
 
 
 class Watch:
@@ -81,6 +94,12 @@ class Watch:
         hass.bus.async_listen("state_changed", self._state)
         coordinator.async_add_listener(self._update)
 
+    def follow(self, coordinator: SmartyCoordinator) -> None:
+        """Watch the coordinator of the entry set up again (after a reauth, an exchange)."""
+        self.coordinator = coordinator
+        self._data = None
+        coordinator.async_add_listener(self._update)
+
     def _update(self) -> None:
         if self.coordinator.data is not self._data:
             self._data = self.coordinator.data
@@ -90,7 +109,8 @@ class Watch:
         entity_id = event.data["entity_id"]
         if entity_id not in self._obis:
             entry = er.async_get(self.hass).async_get(entity_id)
-            unique = entry.unique_id.removeprefix(f"{self.sim.serial}_") if entry else ""
+            # After the serial: the same sensor before and after a meter exchange.
+            unique = entry.unique_id.partition("_")[2] if entry else ""
             self._obis[entity_id] = WATCHED.get(unique)
         obis = self._obis[entity_id]
         new = event.data["new_state"]
@@ -546,7 +566,6 @@ async def test_another_reader_on_the_port_is_never_a_wrong_key(
     frames arrive damaged (one port, one reader), never that the key is wrong."""
     with (
         UartMeter(fast_meter) as pty,
-        patch("custom_components.smarty_p1.config_flow.comports", return_value=[]),
         patch("custom_components.smarty_p1.const.PROBE_TIMEOUT", 2.0),
     ):
         thief = Thief(pty.path)
@@ -558,7 +577,7 @@ async def test_another_reader_on_the_port_is_never_a_wrong_key(
             result = await hass.config_entries.flow.async_configure(
                 result["flow_id"], {"next_step_id": "serial"}
             )
-            assert result["step_id"] == "serial_manual"
+            assert result["step_id"] == "serial"
             seen: list[str] = []
             for _ in range(3):
                 result = await hass.config_entries.flow.async_configure(
@@ -567,8 +586,11 @@ async def test_another_reader_on_the_port_is_never_a_wrong_key(
                     if result["step_id"] == "key"
                     else {CONF_DEVICE: pty.path},
                 )
+                await hass.async_block_till_done()
+                if result["type"] is FlowResultType.SHOW_PROGRESS:
+                    result = await hass.config_entries.flow.async_configure(result["flow_id"])
                 seen.append(str((result.get("errors") or {}).get("base")))
-                if result["step_id"] not in ("key", "serial_manual"):
+                if result["step_id"] not in ("key", "serial"):
                     break
         finally:
             thief.close()
@@ -772,21 +794,127 @@ async def test_key_rotation(hass: HomeAssistant, bridge: tuple[Bridge, Watch]) -
     server, watch = bridge
     entry = watch.coordinator.config_entry
     server.sim.set_key(NEW_KEY)
-    await wait_for(hass, lambda: list(entry.async_get_active_flows(hass, {SOURCE_REAUTH})))
-    flow = next(iter(entry.async_get_active_flows(hass, {SOURCE_REAUTH})))
-    result = await hass.config_entries.flow.async_configure(
-        flow["flow_id"], {CONF_DECRYPTION_KEY: NEW_KEY.hex()}
-    )
+    result = await answer_reauth(hass, entry, NEW_KEY)
     assert result["type"] is FlowResultType.ABORT
     assert result["reason"] == "reauth_successful"
     old = watch.coordinator
     await wait_for(hass, lambda: getattr(entry, "runtime_data", old) is not old)
-    coordinator = entry.runtime_data
-    watch.coordinator = coordinator
-    watch._data = None
-    coordinator.async_add_listener(watch._update)
+    watch.follow(entry.runtime_data)
     await watch.delivers()
     watch.report("key rotation")
+
+
+async def answer_reauth(hass: HomeAssistant, entry: ConfigEntry, key: bytes) -> ConfigFlowResult:
+    """Wait for the reauth flow the coordinator starts, enter the key; what the probe found."""
+    await wait_for(hass, lambda: list(entry.async_get_active_flows(hass, {SOURCE_REAUTH})))
+    flow = next(iter(entry.async_get_active_flows(hass, {SOURCE_REAUTH})))
+    result = await hass.config_entries.flow.async_configure(
+        flow["flow_id"], {CONF_DECRYPTION_KEY: key.hex()}
+    )
+    if result["type"] is FlowResultType.SHOW_PROGRESS:
+        # The probe waits for a verified telegram; its end moves the flow on.
+        await hass.async_block_till_done()
+        result = await hass.config_entries.flow.async_configure(flow["flow_id"])
+    return result
+
+
+def registered(hass: HomeAssistant, entry: ConfigEntry) -> tuple[dict[str, str], list[list[str]]]:
+    """Every entity of the integration (entity id -> unique id) and the entry's devices' ids."""
+    entities = {
+        entity.entity_id: entity.unique_id
+        for entity in er.async_get(hass).entities.values()
+        if entity.platform == DOMAIN
+    }
+    devices = [
+        sorted(value for domain, value in device.identifiers if domain == DOMAIN)
+        for device in dr.async_entries_for_config_entry(dr.async_get(hass), entry.entry_id)
+    ]
+    return entities, sorted(devices)
+
+
+class TestMeterExchange:
+    """The grid operator exchanges the meter; the recorder keeps what the old one showed."""
+
+    @pytest.fixture(autouse=True)
+    def auto_enable_custom_integrations(
+        self,
+        recorder_mock: object,
+        hass: HomeAssistant,
+        enable_custom_integrations: None,
+        socket_enabled: None,
+    ) -> None:
+        """As in conftest, with the recorder set up before hass, as it must be."""
+
+    async def test_meter_exchange(self, hass: HomeAssistant, fast_meter: RecordingMeter) -> None:
+        """A new meter on the cable (its own serial, key and lower registers): reauth starts by
+        itself, the new key is entered and the exchange confirmed. The same entities show the
+        new meter's values at once (the old registers' marks are forgotten), their history is
+        kept, and nothing of the old meter is left in the registries."""
+        old_meter = fast_meter
+        with PtyMeter(old_meter) as pty:
+            entry = make_entry(
+                old_meter, KEY, **{CONF_CONNECTION_TYPE: CONNECTION_SERIAL, CONF_DEVICE: pty.path}
+            )
+            watch = Watch(hass, old_meter, await setup(hass, entry))
+            await watch.delivers()
+            watch.report("old meter")
+            entities, devices = registered(hass, entry)
+            assert devices
+            (energy,) = [
+                entity_id
+                for entity_id, unique_id in entities.items()
+                if unique_id.startswith(f"{old_meter.serial}_1-0:1.8.0")
+            ]
+            shown_before = hass.states.get(energy)
+            assert shown_before is not None
+
+            new_meter = RecordingMeter(NEW_KEY, serial=NEW_SERIAL, seed=1, interval=INTERVAL)
+            watch = Watch(hass, new_meter, entry.runtime_data)
+            pty.sim = new_meter
+            result = await answer_reauth(hass, entry, NEW_KEY)
+            assert result["type"] is FlowResultType.MENU
+            assert result["step_id"] == "exchange"
+            assert result["description_placeholders"] == {
+                "old": old_meter.serial,
+                "new": NEW_SERIAL,
+            }
+            result = await hass.config_entries.flow.async_configure(
+                result["flow_id"], {"next_step_id": "exchange_confirm"}
+            )
+            assert result["type"] is FlowResultType.ABORT
+            assert result["reason"] == "meter_exchanged"
+
+            watch.follow(entry.runtime_data)
+            await watch.delivers()
+            await watch.caught_up()
+            watch.report("meter exchange")
+            assert entry.runtime_data.data.telegram.serial == NEW_SERIAL
+            # Lower than the old meter's last reading, and shown: no mark of the old one held it.
+            shown = hass.states.get(energy)
+            assert shown is not None
+            assert Decimal(shown.state) < Decimal(shown_before.state)
+
+            # The same entity ids and devices, under the new serial; none of the old meter's.
+            assert registered(hass, entry) == (
+                {
+                    entity_id: unique_id.replace(old_meter.serial, NEW_SERIAL)
+                    for entity_id, unique_id in entities.items()
+                },
+                [[value.replace(old_meter.serial, NEW_SERIAL) for value in ids] for ids in devices],
+            )
+
+            await async_wait_recording_done(hass)
+            states = await get_instance(hass).async_add_executor_job(
+                history.state_changes_during_period,
+                hass,
+                dt_util.utcnow() - timedelta(hours=1),
+                None,
+                energy,
+            )
+            recorded = {state.state for state in states[energy]}
+            assert shown_before.state in recorded
+            assert shown.state in recorded
+            assert await hass.config_entries.async_unload(entry.entry_id)
 
 
 # MQTT.

@@ -27,7 +27,9 @@ from custom_components.smarty_p1.p1.simulator import MeterSimulator
 
 from .conftest import KEY, encrypt, make_entry, setup, state_of, wait_for, with_values
 from .mqtt_broker import Broker, Dongle, broker, mqtt_entry, publish
-from .test_config_flow import skip_tariff
+
+# The probe is shown as progress: these wait for its answer.
+from .test_config_flow import skip_tariff, submit
 
 __all__ = ["broker", "mqtt_entry"]
 
@@ -150,14 +152,10 @@ async def test_flow_adds_an_mqtt_meter(
     assert result["type"] is FlowResultType.FORM
     assert result["step_id"] == "mqtt_topic"
     async with Dongle(hass, simulator, TOPIC):
-        result = await hass.config_entries.flow.async_configure(
-            result["flow_id"], {CONF_TOPIC: f" {TOPIC} "}
-        )
+        result = await submit(hass, result, {CONF_TOPIC: f" {TOPIC} "})
         assert result["type"] is FlowResultType.FORM
         assert result["step_id"] == "key"
-        result = await hass.config_entries.flow.async_configure(
-            result["flow_id"], {CONF_DECRYPTION_KEY: KEY.hex()}
-        )
+        result = await submit(hass, result, {CONF_DECRYPTION_KEY: KEY.hex()})
     result = await skip_tariff(hass, result)
     assert result["type"] is FlowResultType.CREATE_ENTRY
     assert result["data"][CONF_TOPIC] == TOPIC
@@ -175,7 +173,7 @@ async def test_mqtt_not_set_up(hass: HomeAssistant, simulator: MeterSimulator) -
     result = await hass.config_entries.flow.async_configure(
         result["flow_id"], {"next_step_id": "mqtt_topic"}
     )
-    result = await hass.config_entries.flow.async_configure(result["flow_id"], {CONF_TOPIC: TOPIC})
+    result = await submit(hass, result, {CONF_TOPIC: TOPIC})
     assert result["type"] is FlowResultType.FORM
     assert result["errors"] == {"base": "mqtt_not_setup"}
     entry = mqtt_meter_entry(simulator)
@@ -205,7 +203,5 @@ async def test_probe_over_mqtt_and_subscribe_failure(
     result = await hass.config_entries.flow.async_configure(
         result["flow_id"], {"next_step_id": "mqtt_topic"}
     )
-    result = await hass.config_entries.flow.async_configure(
-        result["flow_id"], {CONF_TOPIC: "smarty/p1+"}
-    )
+    result = await submit(hass, result, {CONF_TOPIC: "smarty/p1+"})
     assert result["errors"] == {"base": "invalid_topic"}

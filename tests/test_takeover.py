@@ -121,11 +121,8 @@ def auto_enable_custom_integrations(
 @pytest.fixture(autouse=True)
 def short_probe_timeout() -> Iterator[None]:
     """A probe waits for 25 s on a real meter; here frames come every 50 ms. No serial port is
-    listed (the machine's own are none of the test's business): the path is typed in."""
-    with (
-        patch("custom_components.smarty_p1.const.PROBE_TIMEOUT", 2.0),
-        patch("custom_components.smarty_p1.config_flow.comports", return_value=[]),
-    ):
+    listed by Home Assistant's selector here: the path is typed in."""
+    with patch("custom_components.smarty_p1.const.PROBE_TIMEOUT", 2.0):
         yield
 
 
@@ -186,9 +183,14 @@ async def open_flow(hass: HomeAssistant) -> ConfigFlowResult:
 async def step(
     hass: HomeAssistant, result: ConfigFlowResult, data: dict[str, Any]
 ) -> ConfigFlowResult:
-    """Answer a step; every text of what comes back exists in English."""
+    """Answer a step (a probe it starts, shown as progress, answered); every text of what comes
+    back exists in English."""
     result = await hass.config_entries.flow.async_configure(result["flow_id"], data)
     await hass.async_block_till_done()
+    if result["type"] is FlowResultType.SHOW_PROGRESS:
+        # The probe's end moves the flow on; the frontend then asks for the next step.
+        result = await hass.config_entries.flow.async_configure(result["flow_id"])
+        await hass.async_block_till_done()
     strings = await translation.async_get_translations(hass, "en", "config", {DOMAIN})
     prefix = f"component.{DOMAIN}.config"
     if result["type"] in (FlowResultType.FORM, FlowResultType.MENU):
@@ -658,13 +660,17 @@ async def test_a_flow_that_breaks_at_the_end_leaves_dsmr_running(
     dsmr = await dsmr_entry(hass, pty_meter.path)
     before = registry_of(hass, dsmr)
     result = await on_serial(hass, pty_meter.path)
+    probing = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {"next_step_id": "takeover"}
+    )
+    assert probing["type"] is FlowResultType.SHOW_PROGRESS
+    await hass.async_block_till_done()
     with (
         patch.object(hass.config_entries, "async_add", side_effect=RuntimeError("broken")),
         pytest.raises(RuntimeError),
     ):
-        await hass.config_entries.flow.async_configure(
-            result["flow_id"], {"next_step_id": "takeover"}
-        )
+        # The probe has answered: the flow goes on to create the entry, which fails.
+        await hass.config_entries.flow.async_configure(result["flow_id"])
     hass.config_entries.flow.async_abort(result["flow_id"])
     await hass.async_block_till_done()
     assert_untouched(hass, dsmr, before)

@@ -27,6 +27,10 @@ if TYPE_CHECKING:
 
 __all__ = ["ByteSource", "CannotConnect", "SourceError"]
 
+# Serial ports of Home Assistant's own (its serial port selector offers them): ESPHome serial
+# proxies. Not pyserial's: proxy_source.py opens them.
+SERIAL_PROXY_SCHEMES = ("esphome-hass://",)
+
 
 class NoData(SourceError):  # noqa: N818 (the names the config flow uses)
     """The connection opened but nothing arrived."""
@@ -118,6 +122,10 @@ def source_for(hass: HomeAssistant, endpoint: Endpoint) -> ByteSource:
         assert endpoint.port is not None, "a bridge endpoint has a host and a port"
         return TcpSource(endpoint.host, endpoint.port)
     assert endpoint.device is not None, "a serial endpoint has a device"
+    if endpoint.device.startswith(SERIAL_PROXY_SCHEMES):
+        from .proxy_source import SerialProxySource  # noqa: PLC0415
+
+        return SerialProxySource(endpoint.device)
     return SerialSource(endpoint.device)
 
 
@@ -167,6 +175,9 @@ async def probe(
         try:
             ended.result()
         except OSError as err:
+            if "multiple access" in str(err):
+                # pyserial's word for another reader taking the bytes it was told were there.
+                raise DamagedFrames(f"{source} is read by another program too") from err
             raise CannotConnect(f"reading {source} failed: {err}") from err
     finally:
         ended.cancel()

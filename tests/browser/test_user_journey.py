@@ -37,6 +37,8 @@ MESSAGES: dict[str, Any] = json.loads(
     (REPO / "custom_components" / "smarty_p1" / "translations" / "en.json").read_text()
 )
 STRINGS: dict[str, Any] = MESSAGES["config"]
+# The frontend's own text (ui.components.selectors.serial_port.enter_manually).
+SERIAL_PORT_MANUAL = "Enter manually"
 # A well-formed key that is not the meter's: the GCM tag does not verify.
 WRONG_KEY = "00112233445566778899AABBCCDDEEFF"
 
@@ -169,17 +171,22 @@ def add_meter(journey: Journey) -> None:
     journey.shot("connection_menu")
     page.get_by_text(steps["user"]["menu_options"]["serial"], exact=True).click()
 
-    # The picker lists this machine's ports (none of them is the simulator's pty) and a way to
-    # type a path; with no port at all the flow goes straight to the path.
-    picker = journey.step_title("serial")
-    picker.or_(journey.step_title("serial_manual")).first.wait_for()
-    if picker.is_visible():
-        journey.shot("serial_port")
-        manual = MESSAGES["selector"]["serial_port"]["options"]["manual"]
-        page.get_by_text(manual, exact=True).click()
-        journey.submit()
-    journey.expect_step("serial_manual")
-    page.locator("input[name=device]").fill(journey.meter.path)
+    # Home Assistant's serial port picker (default_config loads usb) lists this machine's ports,
+    # none of them the simulator's pty; "Enter manually" turns it into a path field. Without
+    # usb it is that field from the start.
+    journey.expect_step("serial")
+    journey.shot("serial_port")
+    selector = page.locator("ha-selector-serial_port")
+    path = selector.locator("input")
+    if not path.is_visible():
+        selector.locator("ha-generic-picker").click()
+        page.get_by_text(SERIAL_PORT_MANUAL, exact=True).click()
+        # The field takes typing once the frontend has focused it (it clears the value first).
+        from playwright.sync_api import expect
+
+        expect(path).to_be_focused()
+    # Typed key by key as a user does: the field drops a value set at once with fill().
+    path.press_sequentially(journey.meter.path)
     journey.shot("serial_path")
     journey.submit()
 

@@ -167,10 +167,15 @@ class _TransportSource(ByteSource):
         self._transport = self._protocol = None
         if transport is None or protocol is None:
             return
-        transport.close()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(CLOSE_TIMEOUT):
-                await protocol.lost
+        await _close(transport, protocol)
+
+
+async def _close(transport: asyncio.BaseTransport, protocol: _Receiving) -> None:
+    """Close a transport and wait until it is closed (at most CLOSE_TIMEOUT)."""
+    transport.close()
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(CLOSE_TIMEOUT):
+            await protocol.lost
 
 
 def by_id_names() -> dict[str, str]:
@@ -245,7 +250,13 @@ class SerialSource(_TransportSource):
             with contextlib.suppress(OSError):
                 fcntl.ioctl(fd, termios.TIOCEXCL)
         if self.followed is None:
-            self.followed = await loop.run_in_executor(None, serial_by_id, self.device)
+            try:
+                self.followed = await loop.run_in_executor(None, serial_by_id, self.device)
+            except BaseException:
+                # Cancelled meanwhile: nobody else knows of this transport to close it, and
+                # its lock would keep the port from every later open.
+                await _close(transport, protocol)
+                raise
         return transport, protocol
 
 
