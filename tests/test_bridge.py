@@ -743,6 +743,7 @@ async def test_tls_with_a_client_certificate(
         (["--mqtt", "broker", "--cert-key", "k.pem"], "--cert-key needs --cert"),
         (["--mqtt", "broker", "--prefix", "smarty/+"], "--prefix: a topic without wildcards"),
         (["--mqtt", "broker", "--prefix", "/"], "--prefix: a topic without wildcards"),
+        (["--mqtt", "broker", "--queue", "0"], "--queue: at least 1"),
         (["--mqtt", "broker", "--password-file", "/nonexistent"], "cannot read /nonexistent"),
     ],
 )

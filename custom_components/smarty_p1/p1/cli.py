@@ -119,9 +119,9 @@ def _parser() -> argparse.ArgumentParser:
     bridge.add_argument(
         "--queue",
         type=int,
-        default=1000,
         metavar="N",
-        help="messages waiting for the broker at most; more are dropped and counted",
+        help="messages waiting for the broker at most (default: 1000); more are dropped and "
+        "counted",
     )
 
     simulate = commands.add_parser("simulate", help="behave like a Smarty meter")
@@ -178,16 +178,23 @@ def _read(args: argparse.Namespace, key: bytes | None) -> int:
 
 def _bridge(parser: argparse.ArgumentParser, args: argparse.Namespace, key: bytes | None) -> int:
     # paho-mqtt is the bridge's own dependency: read and simulate run without it.
-    from .bridge import BrokerError, MqttBridge  # noqa: PLC0415
+    from .bridge import QUEUE, BrokerError, MqttBridge  # noqa: PLC0415
 
     settings = _broker_settings(parser, args)
     prefix = args.prefix.strip("/") if args.prefix is not None else None
     if prefix is not None and (not prefix or any(char in prefix for char in "+#\0")):
         parser.error("--prefix: a topic without wildcards (+, #)")
+    if args.queue is not None and args.queue < 1:
+        parser.error("--queue: at least 1")
     try:
         source = _source(args)
         bridge = MqttBridge(
-            source, key, settings, prefix=prefix, per_value=args.per_value, queue=args.queue
+            source,
+            key,
+            settings,
+            prefix=prefix,
+            per_value=args.per_value,
+            queue=args.queue or QUEUE,
         )
     except (CannotConnect, BrokerError) as err:
         print(f"error: {err}", file=sys.stderr)
