@@ -1,7 +1,11 @@
-"""Console reader and meter simulator: ``python -m custom_components.smarty_p1 read|simulate``.
+"""Console reader, MQTT bridge and meter simulator:
+``python -m custom_components.smarty_p1 read|bridge|simulate``.
 
-``read`` shows what a meter sends, from a serial port, a TCP bridge or a capture file; ``simulate``
-plays a Smarty meter on a pseudo-terminal or a TCP port. The key is never printed.
+``read`` shows what a meter sends, from a serial port, a TCP bridge or a capture file; ``bridge``
+publishes it to an MQTT broker (bridge.py); ``simulate`` plays a Smarty meter on a
+pseudo-terminal or a TCP port. Neither the key nor a password is ever printed. Without Home
+Assistant installed, run ``python -m p1`` from ``custom_components/smarty_p1``: this package
+imports nothing outside itself.
 """
 
 from __future__ import annotations
@@ -10,29 +14,33 @@ import argparse
 import asyncio
 import json
 import os
+import secrets
+import signal
 import sys
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from .crypto import parse_key
-from .decoder import DecoderStats, TelegramDecoder
-from .errors import InvalidKeyFormatError, P1Error, WrongKeyError
+from .errors import InvalidKeyFormatError, P1Error
 from .frame import SECURITY_CONTROL
-from .guard import TelegramGuard
-from .integrity import WRONG_KEY_PROOF, FrameAuthenticator, Integrity
 from .obis import describe, display_name
-from .session import MeterSession
+from .reader import EXIT_CONNECTION, MeterReader
 from .simulator import MeterSimulator, PtyMeter, serve_tcp
 from .sources import ByteSource, CannotConnect, FileSource, SerialSource, TcpSource
 from .telegram import Telegram
 
+if TYPE_CHECKING:
+    from .bridge import BrokerSettings
+
 KEY_ENV = "SMARTY_P1_KEY"
-EXIT_WRONG_KEY = 2
-EXIT_CONNECTION = 1
+USERNAME_ENV = "SMARTY_P1_MQTT_USERNAME"
+PASSWORD_ENV = "SMARTY_P1_MQTT_PASSWORD"  # noqa: S105 (a variable name, not a password)
+MQTT_PORT = 1883
+MQTTS_PORT = 8883
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -45,6 +53,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "read":
             status = _read(args, key)
+        elif args.command == "bridge":
+            status = _bridge(parser, args, key)
         else:
             auth_key = _key(parser, args.auth_key, "--auth-key")
             status = _simulate(args, None if args.plain else key, auth_key)
@@ -60,18 +70,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m custom_components.smarty_p1",
-        description="Read a Smarty P1 port, or simulate a Smarty meter.",
+        # python -m custom_components.smarty_p1, or python -m p1 without Home Assistant.
+        prog=f"python -m {(__package__ or 'p1').removesuffix('.p1')}",
+        description="Read a Smarty P1 port, publish it to MQTT, or simulate a Smarty meter.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     key_help = f"the meter's 32-digit decryption key (default: ${KEY_ENV})"
 
     read = commands.add_parser("read", help="decode telegrams and print them")
     read.add_argument("--key", help=key_help + "; without it only plaintext telegrams decode")
-    source = read.add_mutually_exclusive_group(required=True)
-    source.add_argument("--port", metavar="DEV", help="serial device, e.g. /dev/ttyUSB0")
-    source.add_argument("--tcp", metavar="HOST:PORT", help="network serial bridge")
-    source.add_argument("--file", metavar="PATH", type=Path, help="capture, binary or hex text")
+    _source_arguments(read)
     output = read.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="one JSON object per telegram")
     output.add_argument("--stats", action="store_true", help="only a JSON summary at the end")
@@ -79,10 +87,43 @@ def _parser() -> argparse.ArgumentParser:
     read.add_argument(
         "--follow", action="store_true", help="reconnect after a cut instead of stopping (exit 1)"
     )
-    read.add_argument(
-        "--legacy-crc",
-        action="store_true",
-        help="accept DSMR 2/3 telegrams without a CRC, or with fewer than 4 digits",
+
+    bridge = commands.add_parser(
+        "bridge",
+        help="publish the meter's frames (and with its key its telegrams) to an MQTT broker",
+        description="Publish a meter to an MQTT broker until SIGINT or SIGTERM: <prefix>/raw "
+        "(every frame as sent), <prefix>/telegram (JSON, needs the key), <prefix>/status.",
+    )
+    bridge.add_argument("--key", help=key_help + "; without it only raw frames are published")
+    _source_arguments(bridge)
+    bridge.add_argument("--mqtt", required=True, metavar="HOST[:PORT]", help="the MQTT broker")
+    bridge.add_argument(
+        "--prefix",
+        help="topic prefix (default: smarty/<serial>, known from the first telegram, so "
+        "needed without the key)",
+    )
+    bridge.add_argument(
+        "--per-value", action="store_true", help="also one topic per value: <prefix>/values/<obis>"
+    )
+    bridge.add_argument("--username", help=f"broker user name (default: ${USERNAME_ENV})")
+    bridge.add_argument(
+        "--password-file",
+        type=Path,
+        metavar="PATH",
+        help=f"file holding the broker password (default: ${PASSWORD_ENV}); never on the "
+        "command line, where every user sees it",
+    )
+    bridge.add_argument("--client-id", help="MQTT client id (default: smarty-p1-<random>)")
+    bridge.add_argument("--tls", action="store_true", help="TLS, trusting the system's CAs")
+    bridge.add_argument("--ca-file", type=Path, metavar="PATH", help="TLS, trusting this CA")
+    bridge.add_argument("--cert", type=Path, metavar="PATH", help="TLS client certificate")
+    bridge.add_argument("--cert-key", type=Path, metavar="PATH", help="its private key")
+    bridge.add_argument(
+        "--queue",
+        type=int,
+        metavar="N",
+        help="messages waiting for the broker at most (default: 1000); more are dropped and "
+        "counted",
     )
 
     simulate = commands.add_parser("simulate", help="behave like a Smarty meter")
@@ -100,6 +141,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     simulate.add_argument("--count", type=int, metavar="N", help="stop after N telegrams")
     return parser
+
+
+def _source_arguments(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--port", metavar="DEV", help="serial device, e.g. /dev/ttyUSB0")
+    source.add_argument("--tcp", metavar="HOST:PORT", help="network serial bridge")
+    source.add_argument("--file", metavar="PATH", type=Path, help="capture, binary or hex text")
+    parser.add_argument(
+        "--legacy-crc",
+        action="store_true",
+        help="accept DSMR 2/3 telegrams without a CRC, or with fewer than 4 digits",
+    )
 
 
 def _key(parser: argparse.ArgumentParser, text: str | None, option: str = "--key") -> bytes | None:
@@ -135,150 +188,118 @@ def _read(args: argparse.Namespace, key: bytes | None) -> int:
     return asyncio.run(_ConsoleReader(args, key, source).run())
 
 
-class _ConsoleReader:
+def _bridge(parser: argparse.ArgumentParser, args: argparse.Namespace, key: bytes | None) -> int:
+    # paho-mqtt is the bridge's own dependency: read and simulate run without it.
+    from .bridge import QUEUE, BrokerError, MqttBridge  # noqa: PLC0415
+
+    settings = _broker_settings(parser, args)
+    prefix = args.prefix.strip("/") if args.prefix is not None else None
+    if prefix is not None and (not prefix or any(char in prefix for char in "+#\0")):
+        parser.error("--prefix: a topic without wildcards (+, #)")
+    if args.queue is not None and args.queue < 1:
+        parser.error("--queue: at least 1")
+    try:
+        source = _source(args)
+        bridge = MqttBridge(
+            source,
+            key,
+            settings,
+            prefix=prefix,
+            per_value=args.per_value,
+            queue=args.queue or QUEUE,
+            legacy_crc=args.legacy_crc,
+        )
+    except (CannotConnect, BrokerError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_CONNECTION
+    return asyncio.run(_until_signalled(bridge))
+
+
+async def _until_signalled(reader: MeterReader) -> int:
+    """Run until done, or until SIGINT or SIGTERM (how systemd stops a service): a clean stop."""
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, reader.stop)
+    return await reader.run()
+
+
+def _broker_settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -> BrokerSettings:
+    from .bridge import BrokerSettings  # noqa: PLC0415
+
+    host, port = _host_port(args.mqtt)
+    tls = args.tls or any(path is not None for path in (args.ca_file, args.cert, args.cert_key))
+    if not host or (port is not None and not (port.isdigit() and 0 < int(port) < 65536)):
+        parser.error("--mqtt wants HOST or HOST:PORT")
+    if args.cert_key is not None and args.cert is None:
+        parser.error("--cert-key needs --cert")
+    username = args.username or os.environ.get(USERNAME_ENV)
+    if args.password_file is not None:
+        try:
+            password: str | None = args.password_file.read_text().rstrip("\r\n")
+        except OSError as err:
+            parser.error(f"--password-file: cannot read {args.password_file}: {err.strerror}")
+    else:
+        password = os.environ.get(PASSWORD_ENV)
+    if password is not None and username is None:
+        parser.error(f"a password needs a user name (--username or ${USERNAME_ENV})")
+    return BrokerSettings(
+        host=host,
+        port=int(port) if port is not None else MQTTS_PORT if tls else MQTT_PORT,
+        username=username,
+        password=password,
+        client_id=args.client_id or f"smarty-p1-{secrets.token_hex(4)}",
+        tls=tls,
+        ca_file=args.ca_file,
+        cert_file=args.cert,
+        key_file=args.cert_key,
+    )
+
+
+def _host_port(text: str) -> tuple[str, str | None]:
+    """HOST, HOST:PORT, [IPv6] or [IPv6]:PORT; an IPv6 address without brackets has no port."""
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        return host, rest.removeprefix(":") if rest else None
+    if text.count(":") == 1:
+        host, _, port = text.partition(":")
+        return host, port
+    return text, None
+
+
+class _ConsoleReader(MeterReader):
     """Prints what a meter sends, judged as the integration judges it, until told to stop."""
 
     def __init__(self, args: argparse.Namespace, key: bytes | None, source: ByteSource) -> None:
+        super().__init__(source, key, reconnect=args.follow, legacy_crc=args.legacy_crc)
         self.args = args
-        # One authenticator for every connection: what the frames taught (a learned key) stays.
-        self.authenticator = FrameAuthenticator(key) if key is not None else None
-        # What has been said on stderr about the telegrams' protection.
-        self.said: set[Integrity] = set()
-        # Frames that did not decrypt before any telegram did: the key is wrong once they prove it.
-        self.undecrypted = 0
-        self.stats = DecoderStats()
-        self.guard = TelegramGuard()
-        self.session = MeterSession(
-            source, self._new_decoder, self._receive, on_lost=self._lost, reconnect=args.follow
-        )
         self.shown = 0
-        self.status: int | None = None
         # Our own output was closed (`| head`): main() ends quietly.
         self.output_closed = False
-        self._done = asyncio.Event()
 
-    def _new_decoder(self) -> TelegramDecoder:
-        decoder = TelegramDecoder(authenticator=self.authenticator, legacy_crc=self.args.legacy_crc)
-        decoder.stats = self.stats
-        return decoder
-
-    async def run(self) -> int:
-        try:
-            await self.session.open()
-        except CannotConnect as err:
-            print(f"error: {err}", file=sys.stderr)
-            return EXIT_CONNECTION
-        reading = asyncio.create_task(self.session.run())
-        stopping = asyncio.create_task(self._done.wait())
-        try:
-            await asyncio.wait((reading, stopping), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (reading, stopping):
-                task.cancel()
-            await asyncio.gather(reading, stopping, return_exceptions=True)
-            await self.session.close()
-            if self.output_closed:
-                raise BrokenPipeError
-            if self.args.stats:
-                summary = {**self.stats.as_dict(), **self.guard.stats.as_dict()}
-                sys.stdout.write(json.dumps(summary) + "\n")
-                sys.stdout.flush()
-        if self.status is None and self.undecrypted and not self.stats.telegrams:
-            # A capture that ended before more frames could prove it: what it holds did not
-            # decrypt, and nothing in it was damaged.
-            print(WrongKeyError(), file=sys.stderr)
-            return EXIT_WRONG_KEY
-        if self.status is None and reading.done() and self.session.ended_by is not None:
-            print(f"error: {self.session.ended_by}", file=sys.stderr)
-            return EXIT_CONNECTION
-        return self.status or 0
-
-    def _stop(self, status: int) -> None:
-        if self.status is None:
-            self.status = status
-        self._done.set()
-
-    def _lost(self, reason: str) -> None:
-        print(f"connection lost: {reason}; reconnecting", file=sys.stderr)
+    async def _finish(self) -> None:
+        if self.output_closed:
+            raise BrokenPipeError
+        if self.args.stats:
+            sys.stdout.write(json.dumps(self.summary()) + "\n")
+            sys.stdout.flush()
 
     def _receive(self, items: list[Telegram | P1Error]) -> None:
         try:
-            self._show(items)
+            super()._receive(items)
         except BrokenPipeError:
             self.output_closed = True
-            self._stop(0)
+            self.stop(0)
 
-    def _say_integrity(self, item: Telegram | P1Error) -> None:
-        """One line on stderr when the telegrams are not authenticated with the specification's
-        key: while the meter's own key is learned, once it is, and when CRC-only is declared."""
-        authenticator = self.authenticator
-        if authenticator is None:
-            return
-        if isinstance(item, P1Error):
-            said = Integrity.LEARNING if item.reason == "learning" else None
-        elif authenticator.integrity is Integrity.CRC_ONLY:
-            said = Integrity.CRC_ONLY
-        elif authenticator.learned_key is not None:
-            said = Integrity.AUTHENTICATED
-        else:
-            said = None
-        if said is not None and said not in self.said:
-            self.said.add(said)
-            print(f"integrity: {_INTEGRITY[said]}", file=sys.stderr)
-
-    def _show(self, items: list[Telegram | P1Error]) -> None:
+    def _accepted(self, telegram: Telegram) -> None:
         out = sys.stdout
-        for item in items:
-            if self.status is not None:
-                return
-            self._say_integrity(item)
-            if isinstance(item, P1Error):
-                if self.stats.telegrams == 0 and item.reason in ("wrong_key", "key_required"):
-                    self.undecrypted += 1
-                    if item.reason == "key_required" or self.undecrypted >= WRONG_KEY_PROOF:
-                        print(item, file=sys.stderr)
-                        self._stop(EXIT_WRONG_KEY)
-                        return
-                    continue
-                if item.reason == "damaged":
-                    # A damaged frame proves nothing about the key.
-                    self.undecrypted = 0
-                print(f"rejected: {item}", file=sys.stderr)
-                continue
-            self.session.alive()
-            judged = self.guard.judge(item, datetime.now(UTC))
-            if judged is None:
-                print(f"ignored: {_REFUSED[self.guard.refused or 'stale']}", file=sys.stderr)
-                continue
-            if self.args.json:
-                out.write(json.dumps(judged.as_dict()) + "\n")
-            elif not self.args.stats:
-                _print_table(judged, out)
-            out.flush()
-            self.shown += 1
-            if self.shown == self.args.count:
-                self._stop(0)
-                return
-
-
-_INTEGRITY = {
-    Integrity.AUTHENTICATED: (
-        "authenticated with the meter's own authentication key, learned from its frames: every "
-        "telegram's GCM tag verifies"
-    ),
-    Integrity.LEARNING: (
-        "the meter authenticates with a key of its own (not the specification's): learning it "
-        "from its frames; nothing is shown until a second frame confirms it"
-    ),
-    Integrity.CRC_ONLY: (
-        "CRC only: no authentication key explains this meter's tags; its telegrams are "
-        "decrypted and checked by their CRC-16, which catches noise but not a deliberate change"
-    ),
-}
-_REFUSED = {
-    "foreign": "a telegram of another meter",
-    "stale": "a replayed telegram (frame counter and meter time not newer)",
-}
+        if self.args.json:
+            out.write(json.dumps(telegram.as_dict()) + "\n")
+        elif not self.args.stats:
+            _print_table(telegram, out)
+        out.flush()
+        self.shown += 1
+        if self.shown == self.args.count:
+            self.stop(0)
 
 
 def _print_table(telegram: Telegram, out: TextIO) -> None:
