@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import json
+import sys
+import tracemalloc
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
+from functools import partial
 
 import pytest
 
@@ -294,7 +299,7 @@ def test_many_unknown_codes() -> None:
     assert telegram.objects["9-9:4999.0.0"].value == Decimal(4999)
     assert telegram.objects["1-0:1.8.0"].unit == "kWh"
     # The recent-lines memory is bounded too, and still right after it started over.
-    assert telegram_module._shared.remembered() <= TelegramParser.SIZE
+    assert telegram_module._shared.remembered() <= 2 * TelegramParser.SIZE
     again = _telegram(*lines[:10], "1-0:1.8.0(000001.000*kWh)")
     assert again.objects["9-9:9.0.0"].value == Decimal(9)
 
@@ -569,3 +574,151 @@ def test_decode_text_reads_utf8_and_line_breaks(hex_text: str, text: str) -> Non
 )
 def test_decode_text_keeps_anything_else_as_sent(hex_text: str) -> None:
     assert decode_text(hex_text) == hex_text
+
+
+# Work and memory an attacker can force.
+
+
+def _calls(work: Callable[[], object]) -> int:
+    """How many functions work calls, Python and C: a measure of work that no load changes."""
+    count = 0
+
+    def profile(_frame: object, event: str, _arg: object) -> None:
+        nonlocal count
+        if event in {"call", "c_call"}:
+            count += 1
+
+    sys.setprofile(profile)
+    try:
+        work()
+    finally:
+        sys.setprofile(None)
+    return count
+
+
+def _continued_reading(lines: int) -> bytes:
+    body = "0-1:24.3.0(121030140000)(00)(60)(1)(0-1:24.2.1)(m3)\r\n" + "(1)\r\n" * lines
+    return f"/ISk5\\2ME382-1004\r\n\r\n{body}!\r\n".encode()
+
+
+def _long_line(values: int) -> bytes:
+    return f"/ISk5\\2ME382-1004\r\n\r\n9-9:9.9.9{'(12.5*kWh)' * values}\r\n!\r\n".encode()
+
+
+@pytest.mark.parametrize("build", [_continued_reading, _long_line])
+def test_work_grows_linearly_with_the_input(build: Callable[[int], bytes]) -> None:
+    # DSMR 2/3 continuation lines once rebuilt the object at each line: 3200 lines took 2.8 s.
+    small, large = (_calls(partial(TelegramParser().parse, build(count))) for count in (400, 1600))
+    assert large < 4.4 * small
+
+
+def test_continuation_lines_build_the_object_once() -> None:
+    telegram = TelegramParser().parse(_continued_reading(3000))
+    reading = telegram.objects["0-1:24.3.0"]
+    assert len(reading.raw) == 6 + 3000
+    assert reading.value[-1] == Decimal(1)
+
+
+def test_continuation_lines_after_a_broken_line_belong_to_nothing() -> None:
+    telegram = _telegram("0-1:24.3.0(1)", "0-1:24.4.0(1", "(2)", "1-0:1.8.0(1*kWh)", "(3)(4")
+    assert telegram.objects["0-1:24.3.0"].raw == ("1",)
+    assert "0-1:24.4.0" not in telegram.objects
+    assert telegram.objects["1-0:1.8.0"].raw == ("1*kWh",)
+    with pytest.raises(NotATelegramError):
+        _telegram("(1)", "(2)")
+
+
+def _message(index: int, size: int) -> bytes:
+    text = f"{index:08d}".encode().hex().upper() * (size // 16)
+    return f"/Lux5\\253663629_D\r\n\r\n0-0:96.13.0({text})\r\n1-0:1.8.0(1*kWh)\r\n!\r\n".encode()
+
+
+def _held_after(telegrams: Iterable[bytes]) -> tuple[int, int]:
+    """Bytes the shared parser holds after parsing telegrams (each dropped), and the peak."""
+    telegram_module._shared.clear()
+    gc.collect()
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        for data in telegrams:
+            parse_telegram(data)
+        gc.collect()
+        current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        telegram_module._shared.clear()
+    return current - base, peak - base
+
+
+def test_long_lines_are_not_remembered() -> None:
+    # 3000 telegrams, each with another 16 KB message, once left 29 MB held.
+    held, peak = _held_after(_message(index, 16 * 1024) for index in range(3000))
+    assert held < 64 * 1024
+    assert peak < 1024 * 1024
+
+
+def test_the_memory_is_bounded_whatever_the_lines() -> None:
+    # The largest lines it remembers, all different: at most SIZE of them.
+    def telegrams() -> Iterator[bytes]:
+        for index in range(3000):
+            values = "".join(f"({index:015d}.{slot:09d}*kWhkWhkWhkWhkWh)" for slot in range(3))
+            line = f"9-9:{index}.0.0{values}"[: TelegramParser.LONGEST_LINE - 1] + ")"
+            yield f"/ABC5\r\n\r\n{line}\r\n!\r\n".encode()
+
+    held, peak = _held_after(telegrams())
+    assert held < 1024 * 1024
+    assert peak < 1024 * 1024 + 64 * 1024
+
+
+def test_objects_are_immutable() -> None:
+    obj = _one("1-0:1.8.0(000001.000*kWh)")
+    with pytest.raises(AttributeError):
+        obj.value = Decimal(2)  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        obj.unit = "Wh"  # type: ignore[misc]
+    assert hash(obj) == hash(_one("1-0:1.8.0(000001.000*kWh)"))
+
+
+def test_each_parser_has_its_own_memory() -> None:
+    data = _message(1, 64)
+    first, second = TelegramParser(), TelegramParser()
+    one = first.parse(data).objects["0-0:96.13.0"]
+    assert first.parse(data).objects["0-0:96.13.0"] is one
+    other = second.parse(data).objects["0-0:96.13.0"]
+    assert other == one
+    assert other is not one
+    assert first.remembered() == 2
+    first.clear()
+    assert first.remembered() == 0
+    assert first.parse(data).objects["0-0:96.13.0"] is not one
+    assert "remembered=2" in repr(first)
+
+
+def test_a_long_line_is_built_each_time() -> None:
+    parser = TelegramParser()
+    data = _message(1, 1024)
+    one, two = (parser.parse(data).objects["0-0:96.13.0"] for _ in range(2))
+    assert one == two
+    assert one is not two
+    assert parser.remembered() == 1
+
+
+def _energy(parser: TelegramParser, index: int) -> CosemObject:
+    return parser.parse(f"/ABC5\r\n\r\n1-0:1.8.0({index}*kWh)\r\n!\r\n".encode()).objects[
+        "1-0:1.8.0"
+    ]
+
+
+def test_lines_still_sent_are_kept_and_old_ones_forgotten() -> None:
+    parser = TelegramParser()
+    kept, dropped = _energy(parser, 0), _energy(parser, 1)
+    for index in range(2, 4 * TelegramParser.SIZE):
+        _energy(parser, index)
+        if index % 100 == 0:
+            # Sent now and then: it moves back to the newer generation each time.
+            assert _energy(parser, 0) is kept
+    assert parser.remembered() <= 2 * TelegramParser.SIZE
+    assert _energy(parser, 0) is kept
+    again = _energy(parser, 1)
+    assert again == dropped
+    assert again is not dropped

@@ -371,31 +371,32 @@ class TelegramParser:
 
     Most lines of a telegram repeat the previous telegram's word for word (limits, counters,
     serials, M-Bus readings between captures, an energy register at rest), and a line's object
-    depends on nothing but its text. The memory holds the last ``SIZE`` lines that were new,
-    the oldest forgotten first (a line sent all along is then built once more), and only short
-    lines of few values: whatever a stream sends, it holds at most ``SIZE`` lines of
-    ``LONGEST_LINE`` characters and ``MOST_VALUES`` values each (a few hundred kilobytes).
-    One parser per stream: its memory goes with it.
+    depends on nothing but its text. The memory holds two generations: when the newer one is
+    full it becomes the older one, and lines still being sent move back into the newer one.
+    Only short lines of few values are remembered: whatever a stream sends, it holds at most
+    ``2 * SIZE`` lines of ``LONGEST_LINE`` characters and ``MOST_VALUES`` values each (under
+    a megabyte). One parser per stream: its memory goes with it.
     """
 
-    __slots__ = ("_memory",)
-    SIZE = 512
+    __slots__ = ("_older", "_recent")
+    SIZE = 256
     LONGEST_LINE = 128
     MOST_VALUES = 4
 
     def __init__(self) -> None:
-        self._memory: dict[str, CosemObject] = {}
+        self._recent: dict[str, CosemObject] = {}
+        self._older: dict[str, CosemObject] = {}
 
     def __repr__(self) -> str:
-        return f"TelegramParser(remembered={len(self._memory)})"
+        return f"TelegramParser(remembered={self.remembered()})"
 
     def clear(self) -> None:
         """Forget every line."""
-        self._memory = {}
+        self._recent, self._older = {}, {}
 
     def remembered(self) -> int:
         """How many lines the memory holds."""
-        return len(self._memory)
+        return len(self._recent.keys() | self._older.keys())
 
     def parse(
         self,
@@ -418,28 +419,29 @@ class TelegramParser:
         end = text.find("\r\n!", header_end)
         body = text[header_end + 2 : end] if end >= 0 else text[header_end + 2 :]
         objects: dict[str, CosemObject] = {}
-        memory = self._memory
-        remember = memory.get
+        recent, older = self._recent, self._older
         size, longest, most = self.SIZE, self.LONGEST_LINE, self.MOST_VALUES
         # The object that DSMR 2/3 continuation lines "(value)" add to, and what they added:
         # gathered, and the object built once at the end of the run.
         head: CosemObject | None = None
         more: list[str] = []
         for line in body.split("\r\n") if header_end >= 0 else ():
-            obj = remember(line)
+            obj = recent.get(line)
             if obj is None:
-                if not line:
-                    continue
-                if line[0] == "(":
-                    parts = _groups(line[1:-1]) if line[-1] == ")" else None
-                    if head is not None and parts is not None:
-                        more += parts
-                    continue
-                obj = _line_object(line)
+                obj = older.get(line)
+                if obj is None:
+                    if not line:
+                        continue
+                    if line[0] == "(":
+                        parts = _groups(line[1:-1]) if line[-1] == ")" else None
+                        if head is not None and parts is not None:
+                            more += parts
+                        continue
+                    obj = _line_object(line)
                 if obj is not None and len(line) <= longest and len(obj.raw) <= most:
-                    memory[line] = obj
-                    if len(memory) > size:
-                        del memory[next(iter(memory))]
+                    if len(recent) >= size:
+                        self._older, self._recent = older, recent = recent, {}
+                    recent[line] = obj
             if more:
                 assert head is not None  # only a head's continuation is gathered
                 objects[head.obis] = _continued(head, more)
