@@ -616,6 +616,7 @@ def test_continuation_lines_build_the_object_once() -> None:
     telegram = TelegramParser().parse(_continued_reading(3000))
     reading = telegram.objects["0-1:24.3.0"]
     assert len(reading.raw) == 6 + 3000
+    assert isinstance(reading.value, tuple)
     assert reading.value[-1] == Decimal(1)
 
 
