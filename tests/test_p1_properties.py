@@ -237,7 +237,8 @@ def test_every_value_is_one_a_meter_can_send(lines: list[str]) -> None:
             assert isinstance(exponent, int)
             assert -9 <= exponent <= 0
             assert len(digits) + exponent <= 15
-        kind = describe(obj.obis).kind if describe(obj.obis) else None
+        info = describe(obj.obis)
+        kind = info.kind if info is not None else None
         if kind is ObisKind.TIMESTAMP:
             assert obj.value is None or isinstance(obj.value, datetime)
         if kind is ObisKind.NUMBER:
