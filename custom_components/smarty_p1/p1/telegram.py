@@ -183,6 +183,8 @@ def decode_text(text: str) -> str:
     Text is UTF-8 (a long message may hold "é", C3A9) of printable characters and line
     breaks; other bytes (a binary identifier) are not text, so the hex stays.
     """
+    if not text:
+        return text
     try:
         data = bytes.fromhex(text)
     except ValueError:
@@ -332,6 +334,8 @@ def _builder(obis: str) -> Builder | None:
 
 def _groups(inner: str) -> tuple[str, ...] | None:
     """``a)(b)(c`` -> ("a", "b", "c"); None when a bracket is stray or nested."""
+    if "(" not in inner and ")" not in inner:
+        return (inner,)
     parts = inner.split(")(")
     pairs = len(parts) - 1
     if inner.count("(") != pairs or inner.count(")") != pairs:
@@ -345,41 +349,43 @@ def _line_object(line: str) -> CosemObject | None:
     if bracket < 1 or line[-1] != ")":
         return None
     obis = line[:bracket]
-    builder = _CODE_BUILDERS.get(obis) or _builder(obis)
-    if builder is None:
-        return None
+    try:
+        builder = _CODE_BUILDERS[obis]
+    except KeyError:
+        found = _builder(obis)
+        if found is None:
+            return None
+        builder = found
     inner = line[bracket + 1 : -1]
     if builder is _as_number or builder is _as_found or builder is _as_numbers:
         # The common case, most of every telegram: a single number. A number holds no
         # bracket, so this is the whole line.
         number = _number(inner)
         if number is not None:
-            return _new(CosemObject, (obis, (inner,), number[0], number[1], None))
+            value, unit = number
+            return _new(CosemObject, (obis, (inner,), value, unit, None))
     raw = _groups(inner)
     return builder(obis, raw) if raw is not None else None
 
 
-def _continued(head: CosemObject, more: list[str]) -> CosemObject:
-    """The object of a line and the values of the continuation lines below it."""
-    builder = _CODE_BUILDERS.get(head.obis) or _builder(head.obis)
-    assert builder is not None  # it built the head
-    return builder(head.obis, head.raw + tuple(more))
+# At most 8 values fit in a line this long: such lines are remembered without counting them.
+_SHORT_LINE = 32
 
 
 class TelegramParser:
     """Parses telegrams, reusing the objects of the lines it saw lately.
 
     Most lines of a telegram repeat the previous telegram's word for word (limits, counters,
-    serials, M-Bus readings between captures, an energy register at rest), and a line's object
-    depends on nothing but its text. The memory holds two generations: when the newer one is
-    full it becomes the older one, and lines still being sent move back into the newer one.
-    Only short lines of few values are remembered: whatever a stream sends, it holds at most
-    ``2 * SIZE`` lines of ``LONGEST_LINE`` characters and ``MOST_VALUES`` values each (under
-    a megabyte). One parser per stream: its memory goes with it.
+    serials, M-Bus readings between captures, an energy register at rest, a voltage back at a
+    value it had), and a line's object depends on nothing but its text. The memory holds two
+    generations: when the newer one is full it becomes the older one, and lines still being
+    sent move back into the newer one. Only short lines of few values are remembered: whatever
+    a stream sends, it holds at most ``2 * SIZE`` lines of ``LONGEST_LINE`` characters and
+    ``MOST_VALUES`` values each (under 1.5 MB). One parser per stream: its memory goes with it.
     """
 
     __slots__ = ("_older", "_recent")
-    SIZE = 256
+    SIZE = 512
     LONGEST_LINE = 128
     MOST_VALUES = 4
 
@@ -418,40 +424,27 @@ class TelegramParser:
             raise NotATelegramError("content is not a DSMR telegram")
         end = text.find("\r\n!", header_end)
         body = text[header_end + 2 : end] if end >= 0 else text[header_end + 2 :]
+        # DSMR 2/3 continue a reading on the next line, "(value)": joined to the line above
+        # it, which must end in ")", they make one line, read like any other.
+        lines = body.replace(")\r\n(", ")(").split("\r\n") if header_end >= 0 else ()
         objects: dict[str, CosemObject] = {}
         recent, older = self._recent, self._older
         size, longest, most = self.SIZE, self.LONGEST_LINE, self.MOST_VALUES
-        # The object that DSMR 2/3 continuation lines "(value)" add to, and what they added:
-        # gathered, and the object built once at the end of the run.
-        head: CosemObject | None = None
-        more: list[str] = []
-        for line in body.split("\r\n") if header_end >= 0 else ():
+        for line in lines:
             obj = recent.get(line)
             if obj is None:
-                obj = older.get(line)
+                # A CosemObject is never false: a tuple of five.
+                obj = older.get(line) or _line_object(line)
                 if obj is None:
-                    if not line:
-                        continue
-                    if line[0] == "(":
-                        parts = _groups(line[1:-1]) if line[-1] == ")" else None
-                        if head is not None and parts is not None:
-                            more += parts
-                        continue
-                    obj = _line_object(line)
-                if obj is not None and len(line) <= longest and len(obj.raw) <= most:
+                    continue
+                # A short line cannot hold many values: only longer ones are counted.
+                if (length := len(line)) <= _SHORT_LINE or (
+                    length <= longest and len(obj.raw) <= most
+                ):
                     if len(recent) >= size:
                         self._older, self._recent = older, recent = recent, {}
                     recent[line] = obj
-            if more:
-                assert head is not None  # only a head's continuation is gathered
-                objects[head.obis] = _continued(head, more)
-                more = []
-            if obj is not None:
-                objects[obj.obis] = obj
-            head = obj
-        if more:
-            assert head is not None
-            objects[head.obis] = _continued(head, more)
+            objects[obj.obis] = obj
         if not objects:
             raise NotATelegramError("telegram holds no objects")
         return Telegram(header[1:], objects, telegram, crc, system_title, frame_counter)
