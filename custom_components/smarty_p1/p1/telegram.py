@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from .errors import NotATelegramError
 from .obis import OBIS_CATALOG, ObisKind, describe
@@ -155,13 +155,14 @@ def parse_timestamp(text: str) -> datetime | None:
         return None
 
 
-def _number(text: str) -> tuple[Decimal, str | None] | None:
-    """``000006.695*kWh`` -> (Decimal("6.695"), "kWh"); None when text is not a number.
+def _single_number(obis: str, text: str) -> CosemObject | None:
+    """The object of ``obis(text)`` when text is a number (``000006.695*kWh``), else None.
 
     A number is what a meter sends: an optional sign, 1 to 15 digits, optionally a point and
     1 to 9 digits, optionally ``*`` and a unit. Whatever else Decimal would read (exponents,
     "_", spaces, "NaN", "1.", ".5") is no value: it cannot come from a meter, and "1E999999"
     would cost seconds wherever it is turned into an int. ``text`` is ASCII (a telegram).
+    Most lines of a telegram are one number, so this builds their object in one go.
     """
     digits, star, unit = text.partition("*")
     # Units are letters and digits (kWh, m3): the full rule only for anything else.
@@ -174,7 +175,13 @@ def _number(text: str) -> tuple[Decimal, str | None] | None:
         sign = whole[:1]
         if sign not in {"-", "+"} or not (whole[1:].isdigit() and len(whole) <= 16):
             return None
-    return Decimal(digits), unit or None
+    return _new(CosemObject, (obis, (text,), Decimal(digits), unit or None, None))
+
+
+def _number(text: str) -> tuple[Decimal, str | None] | None:
+    """``000006.695*kWh`` -> (Decimal("6.695"), "kWh"); None when text is not a number."""
+    obj = _single_number("", text)
+    return None if obj is None else (cast("Decimal", obj.value), obj.unit)
 
 
 def decode_text(text: str) -> str:
@@ -224,10 +231,8 @@ type Builder = Callable[[str, tuple[str, ...]], CosemObject]
 
 
 def _as_number(obis: str, raw: tuple[str, ...]) -> CosemObject:
-    number = _number(raw[0]) if len(raw) == 1 else None
-    if number is None:
-        return _new(CosemObject, (obis, raw, None, None, None))
-    return _new(CosemObject, (obis, raw, number[0], number[1], None))
+    obj = _single_number(obis, raw[0]) if len(raw) == 1 else None
+    return obj or _new(CosemObject, (obis, raw, None, None, None))
 
 
 def _as_numbers(obis: str, raw: tuple[str, ...]) -> CosemObject:
@@ -360,10 +365,9 @@ def _line_object(line: str) -> CosemObject | None:
     if builder is _as_number or builder is _as_found or builder is _as_numbers:
         # The common case, most of every telegram: a single number. A number holds no
         # bracket, so this is the whole line.
-        number = _number(inner)
-        if number is not None:
-            value, unit = number
-            return _new(CosemObject, (obis, (inner,), value, unit, None))
+        obj = _single_number(obis, inner)
+        if obj is not None:
+            return obj
     raw = _groups(inner)
     return builder(obis, raw) if raw is not None else None
 
@@ -429,7 +433,7 @@ class TelegramParser:
         lines = body.replace(")\r\n(", ")(").split("\r\n") if header_end >= 0 else ()
         objects: dict[str, CosemObject] = {}
         recent, older = self._recent, self._older
-        size, longest, most = self.SIZE, self.LONGEST_LINE, self.MOST_VALUES
+        size, short, longest, most = self.SIZE, _SHORT_LINE, self.LONGEST_LINE, self.MOST_VALUES
         for line in lines:
             obj = recent.get(line)
             if obj is None:
@@ -438,9 +442,7 @@ class TelegramParser:
                 if obj is None:
                     continue
                 # A short line cannot hold many values: only longer ones are counted.
-                if (length := len(line)) <= _SHORT_LINE or (
-                    length <= longest and len(obj.raw) <= most
-                ):
+                if (length := len(line)) <= short or (length <= longest and len(obj.raw) <= most):
                     if len(recent) >= size:
                         self._older, self._recent = older, recent = recent, {}
                     recent[line] = obj
