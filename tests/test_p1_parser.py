@@ -33,6 +33,7 @@ from custom_components.smarty_p1.p1.telegram import TelegramParser, decode_text
 
 from .p1_helpers import (  # the fixture replaces conftest's Home Assistant set-up
     auto_enable_custom_integrations,  # noqa: F401
+    decimals_in,
     plaintext,
 )
 
@@ -508,14 +509,6 @@ def test_empty_failure_log_slots_are_no_events() -> None:
     assert obj.value == ((datetime(2010, 12, 8, 15, 24, 15, tzinfo=WINTER), Decimal(240)),)
 
 
-def _decimals(value: object) -> list[Decimal]:
-    if isinstance(value, Decimal):
-        return [value]
-    if isinstance(value, tuple):
-        return [number for item in value for number in _decimals(item)]
-    return []
-
-
 @pytest.mark.parametrize(
     "line",
     [
@@ -535,7 +528,7 @@ def test_huge_numbers_are_no_values(line: str) -> None:
     # value at all now, so every path from a telegram meets only numbers a meter sends.
     telegram = _telegram(line)
     (obj,) = telegram.objects.values()
-    assert _decimals(obj.value) == []
+    assert decimals_in(obj.value) == []
     assert json.loads(json.dumps(telegram.as_dict(), allow_nan=False))["values"]
 
 

@@ -27,6 +27,7 @@ from custom_components.smarty_p1.p1.telegram import TelegramParser
 from .p1_helpers import (  # the fixture replaces conftest's Home Assistant set-up
     NEXXTLAB,
     auto_enable_custom_integrations,  # noqa: F401
+    decimals_in,
     frame,
     key,
 )
@@ -200,14 +201,6 @@ def _general(line: str) -> CosemObject | None:
     return builder(obis, raw) if raw is not None and builder is not None else None
 
 
-def _decimals(value: object) -> list[Decimal]:
-    if isinstance(value, Decimal):
-        return [value]
-    if isinstance(value, tuple):
-        return [number for item in value for number in _decimals(item)]
-    return []
-
-
 @BOUNDED
 @given(_LINES)
 def test_the_single_number_shortcut_reads_lines_as_the_general_path(line: str) -> None:
@@ -232,7 +225,7 @@ def test_every_value_is_one_a_meter_can_send(lines: list[str]) -> None:
         assert all(telegram_module._line_object(line) is None for line in lines)
         return
     for obj in cold.objects.values():
-        for number in _decimals(obj.value):
+        for number in decimals_in(obj.value):
             _sign, digits, exponent = number.as_tuple()
             assert isinstance(exponent, int)
             assert -9 <= exponent <= 0
