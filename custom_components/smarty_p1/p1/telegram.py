@@ -372,7 +372,7 @@ def _line_object(line: str) -> CosemObject | None:
     return builder(obis, raw) if raw is not None else None
 
 
-# At most 8 values fit in a line this long: such lines are remembered without counting them.
+# A line this short holds at most ten numbers: remembered without counting its values.
 _SHORT_LINE = 32
 
 
