@@ -23,6 +23,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
 from functools import partial
 from itertools import cycle
 from pathlib import Path
@@ -36,7 +38,7 @@ from custom_components.smarty_p1.p1 import telegram as telegram_module  # noqa: 
 from custom_components.smarty_p1.p1.crypto import DEFAULT_AUTH_KEY, FrameCipher  # noqa: E402
 from custom_components.smarty_p1.p1.frame import EncryptedFrame, FrameReader  # noqa: E402
 from custom_components.smarty_p1.p1.simulator import MeterSimulator  # noqa: E402
-from custom_components.smarty_p1.p1.telegram import TelegramParser  # noqa: E402
+from custom_components.smarty_p1.p1.telegram import CosemObject, TelegramParser  # noqa: E402
 
 FIXTURES = REPO / "tests" / "fixtures"
 SMARTY_FRAMES = (
@@ -230,6 +232,60 @@ def hostile_parser_rows() -> list[tuple[str, list[float]]]:
     return rows
 
 
+class _Mutable:
+    """A line's object as a plain slots class: cheap, but anyone holding it can change it."""
+
+    __slots__ = ("obis", "raw", "timestamp", "unit", "value")
+
+    def __init__(
+        self, obis: str, raw: tuple[str, ...], value: object, unit: str | None, timestamp: None
+    ) -> None:
+        self.obis, self.raw, self.value, self.unit, self.timestamp = (
+            obis,
+            raw,
+            value,
+            unit,
+            timestamp,
+        )
+
+
+@dataclass(slots=True)
+class _Dataclass:
+    obis: str
+    raw: tuple[str, ...]
+    value: object
+    unit: str | None
+    timestamp: None
+
+
+@dataclass(frozen=True, slots=True)
+class _Frozen:
+    obis: str
+    raw: tuple[str, ...]
+    value: object
+    unit: str | None
+    timestamp: None
+
+
+def _print_layouts() -> None:
+    """What building one line's object costs in each layout (the parser builds dozens)."""
+    value = Decimal("25.653")
+    new = tuple.__new__
+    builds: list[tuple[str, Callable[[], object]]] = [
+        ("slots class (mutable)", lambda: _Mutable("1-0:1.8.0", ("x",), value, "kWh", None)),
+        ("dataclass, slots (mutable)", lambda: _Dataclass("1-0:1.8.0", ("x",), value, "kWh", None)),
+        ("dataclass, frozen", lambda: _Frozen("1-0:1.8.0", ("x",), value, "kWh", None)),
+        ("NamedTuple()", lambda: CosemObject("1-0:1.8.0", ("x",), value, "kWh", None)),
+        (
+            "NamedTuple by tuple.__new__ (used)",
+            lambda: new(CosemObject, ("1-0:1.8.0", ("x",), value, "kWh", None)),
+        ),
+    ]
+    print(f"\n{'one object built, ns':<46} {'ns':>9}")
+    for (name, _), seconds in zip(builds, _per_call(*(build for _, build in builds)), strict=True):
+        print(f"{name:<46} {seconds * 1e9:9.0f}")
+
+
 # Each builder gives (row name, bytes per second at each of HOSTILE_SIZES).
 HOSTILE_ROWS: list[Callable[[], list[tuple[str, list[float]]]]] = [hostile_parser_rows]
 
@@ -279,6 +335,7 @@ def bench_core() -> int:
     verdict = "met" if ratio >= TARGET else "NOT met"
     print(f"ratio (cold): {ratio:.1f}x faster than dsmr_parser (target >= {TARGET}x: {verdict})")
     _print_breakdown()
+    _print_layouts()
     _print_hostile()
     # Timing on a shared machine is noisy: the verdict is printed, never an exit status.
     return 0

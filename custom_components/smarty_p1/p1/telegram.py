@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple
 
 from .errors import NotATelegramError
 from .obis import OBIS_CATALOG, ObisKind, describe
@@ -155,14 +155,13 @@ def parse_timestamp(text: str) -> datetime | None:
         return None
 
 
-def _single_number(obis: str, text: str) -> CosemObject | None:
-    """The object of ``obis(text)`` when text is a number (``000006.695*kWh``), else None.
+def _number(text: str) -> tuple[Decimal, str | None] | None:
+    """``000006.695*kWh`` -> (Decimal("6.695"), "kWh"); None when text is not a number.
 
     A number is what a meter sends: an optional sign, 1 to 15 digits, optionally a point and
     1 to 9 digits, optionally ``*`` and a unit. Whatever else Decimal would read (exponents,
     "_", spaces, "NaN", "1.", ".5") is no value: it cannot come from a meter, and "1E999999"
     would cost seconds wherever it is turned into an int. ``text`` is ASCII (a telegram).
-    Most lines of a telegram are one number, so this builds their object in one go.
     """
     digits, star, unit = text.partition("*")
     # Units are letters and digits (kWh, m3): the full rule only for anything else.
@@ -175,13 +174,7 @@ def _single_number(obis: str, text: str) -> CosemObject | None:
         sign = whole[:1]
         if sign not in {"-", "+"} or not (whole[1:].isdigit() and len(whole) <= 16):
             return None
-    return _new(CosemObject, (obis, (text,), Decimal(digits), unit or None, None))
-
-
-def _number(text: str) -> tuple[Decimal, str | None] | None:
-    """``000006.695*kWh`` -> (Decimal("6.695"), "kWh"); None when text is not a number."""
-    obj = _single_number("", text)
-    return None if obj is None else (cast("Decimal", obj.value), obj.unit)
+    return Decimal(digits), unit or None
 
 
 def decode_text(text: str) -> str:
@@ -231,8 +224,8 @@ type Builder = Callable[[str, tuple[str, ...]], CosemObject]
 
 
 def _as_number(obis: str, raw: tuple[str, ...]) -> CosemObject:
-    obj = _single_number(obis, raw[0]) if len(raw) == 1 else None
-    return obj or _new(CosemObject, (obis, raw, None, None, None))
+    value, unit = (_number(raw[0]) if len(raw) == 1 else None) or (None, None)
+    return _new(CosemObject, (obis, raw, value, unit, None))
 
 
 def _as_numbers(obis: str, raw: tuple[str, ...]) -> CosemObject:
@@ -365,9 +358,10 @@ def _line_object(line: str) -> CosemObject | None:
     if builder is _as_number or builder is _as_found or builder is _as_numbers:
         # The common case, most of every telegram: a single number. A number holds no
         # bracket, so this is the whole line.
-        obj = _single_number(obis, inner)
-        if obj is not None:
-            return obj
+        number = _number(inner)
+        if number is not None:
+            value, unit = number
+            return _new(CosemObject, (obis, (inner,), value, unit, None))
     raw = _groups(inner)
     return builder(obis, raw) if raw is not None else None
 
