@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from functools import partial
+from pathlib import Path
 
 import pytest
 
@@ -20,6 +21,7 @@ from custom_components.smarty_p1.p1 import (
     ObisKind,
     Telegram,
     TelegramDecoder,
+    cli,
     crc16_arc,
     describe,
     generic_code,
@@ -720,3 +722,21 @@ def test_lines_still_sent_are_kept_and_old_ones_forgotten() -> None:
     again = _energy(parser, 1)
     assert again == dropped
     assert again is not dropped
+
+
+def test_the_console_reader_prints_json_of_a_huge_register(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A 5000-digit register once made `read --json` exit 1.
+    body = (
+        b"/Lux5\\253663629_D\r\n\r\n1-0:1.8.0("
+        + b"9" * 5000
+        + b"*kWh)\r\n0-1:24.1.0(1E999999)\r\n!"
+    )
+    capture = tmp_path / "capture.bin"
+    capture.write_bytes(body + f"{crc16_arc(body):04X}\r\n".encode())
+    assert cli.main(["read", "--file", str(capture), "--json"]) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    values = json.loads(line)["values"]
+    assert values["1-0:1.8.0"]["value"] is None
+    assert values["0-1:24.1.0"]["value"] is None
