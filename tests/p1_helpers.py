@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -74,3 +75,12 @@ def auto_enable_custom_integrations(socket_enabled: None) -> None:
     Home Assistant instance (starting one per test would only slow them down); loopback
     sockets stay allowed for the simulated TCP meters. Import it into a test module to use it.
     """
+
+
+def decimals_in(value: object) -> list[Decimal]:
+    """Every Decimal in an object's value, failure-log and reading tuples included."""
+    if isinstance(value, Decimal):
+        return [value]
+    if isinstance(value, tuple):
+        return [number for item in value for number in decimals_in(item)]
+    return []

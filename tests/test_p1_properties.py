@@ -2,17 +2,33 @@
 
 from __future__ import annotations
 
+import json
+import re
+from datetime import datetime
+from decimal import Decimal
 from functools import cache
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from custom_components.smarty_p1.p1 import P1Error, Telegram, TelegramDecoder, check_telegram
+from custom_components.smarty_p1.p1 import (
+    CosemObject,
+    NotATelegramError,
+    ObisKind,
+    P1Error,
+    Telegram,
+    TelegramDecoder,
+    check_telegram,
+    describe,
+)
+from custom_components.smarty_p1.p1 import telegram as telegram_module
 from custom_components.smarty_p1.p1.simulator import MeterSimulator
+from custom_components.smarty_p1.p1.telegram import TelegramParser
 
 from .p1_helpers import (  # the fixture replaces conftest's Home Assistant set-up
     NEXXTLAB,
     auto_enable_custom_integrations,  # noqa: F401
+    decimals_in,
     frame,
     key,
 )
@@ -169,3 +185,94 @@ def test_noise_alone_yields_nothing(noise: bytes, chunk: int) -> None:
             isinstance(item, Telegram) for item in decoder.feed(noise[start : start + chunk])
         )
         assert decoder.pending <= 1024 + chunk
+
+
+# The parser on lines of every shape.
+
+_CODES = (
+    "1-0:1.8.0",
+    "1-0:32.7.0",
+    "0-0:96.7.21",
+    "1-1:31.4.0",
+    "0-0:1.0.0",
+    "0-1:24.2.1",
+    "1-0:1.6.0",
+    "0-0:42.0.0",
+    "0-2:96.1.0",
+    "1-3:0.2.8",
+    "1-0:99.97.0",
+    "0-1:24.3.0",
+    "9-9:9.9.9",
+)
+# The definition of a number, written once more here as a regular expression.
+_A_NUMBER = re.compile(r"([-+]?[0-9]{1,15}(?:\.[0-9]{1,9})?)(?:\*([!-'+-~]{1,16}))?")
+_VALUES = st.one_of(
+    st.text(alphabet="0123456789.+-*eE_ kWhmVAS()x", max_size=24),
+    st.from_regex(r"[-+]?[0-9]{0,17}(\.[0-9]{0,11})?(\*[ -~]{0,18})?", fullmatch=True),
+    st.from_regex(r"[0-9]{12}[SW]?", fullmatch=True),
+    st.from_regex(r"([0-9A-F]{2}){0,8}", fullmatch=True),
+)
+_LINES = st.builds(
+    lambda code, values, tail, cut: (code + "".join(f"({value})" for value in values) + tail)[
+        : cut or None
+    ],
+    st.sampled_from(_CODES),
+    st.lists(_VALUES, max_size=6),
+    st.sampled_from(["", "", ")", "(", "x", " ", ")("]),
+    st.integers(0, 80),
+).filter(lambda line: line.isascii() and "\r" not in line and "\n" not in line)
+
+
+def _general(line: str) -> CosemObject | None:
+    """A line read by the general path alone, bypassing the single-number shortcut."""
+    bracket = line.find("(")
+    if bracket < 1 or line[-1] != ")":
+        return None
+    obis = line[:bracket]
+    raw = telegram_module._groups(line[bracket + 1 : -1])
+    builder = telegram_module._builder(obis)
+    return builder(obis, raw) if raw is not None and builder is not None else None
+
+
+@BOUNDED
+@given(_LINES)
+def test_the_single_number_shortcut_reads_lines_as_the_general_path(line: str) -> None:
+    assert telegram_module._line_object(line) == _general(line)
+
+
+@BOUNDED
+@given(st.one_of(_VALUES, st.text(alphabet=st.characters(codec="ascii"), max_size=30)))
+def test_a_number_is_exactly_what_the_definition_says(text: str) -> None:
+    match = _A_NUMBER.fullmatch(text)
+    expected = (Decimal(match[1]), match[2]) if match else None
+    assert telegram_module._number(text) == expected
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@given(st.lists(_LINES, min_size=1, max_size=12))
+def test_every_value_is_one_a_meter_can_send(lines: list[str]) -> None:
+    data = ("/ABC5\r\n\r\n" + "".join(f"{line}\r\n" for line in lines) + "!\r\n").encode()
+    try:
+        cold = TelegramParser().parse(data)
+    except NotATelegramError:
+        assert all(telegram_module._line_object(line) is None for line in lines)
+        return
+    for obj in cold.objects.values():
+        for number in decimals_in(obj.value):
+            _sign, digits, exponent = number.as_tuple()
+            assert isinstance(exponent, int)
+            assert -9 <= exponent <= 0
+            assert len(digits) + exponent <= 15
+        info = describe(obj.obis)
+        kind = info.kind if info is not None else None
+        if kind is ObisKind.TIMESTAMP:
+            assert obj.value is None or isinstance(obj.value, datetime)
+        if kind is ObisKind.NUMBER:
+            assert obj.value is None or isinstance(obj.value, Decimal)
+        if obj.timestamp is not None:
+            assert isinstance(obj.value, Decimal)
+    json.dumps(cold.as_dict(), allow_nan=False)
+    # What a parser remembers never changes what it reads.
+    warm = TelegramParser()
+    warm.parse(data)
+    assert warm.parse(data) == cold

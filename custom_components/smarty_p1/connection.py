@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -175,8 +176,9 @@ async def probe(
         try:
             ended.result()
         except OSError as err:
-            if "multiple access" in str(err):
-                # pyserial's word for another reader taking the bytes it was told were there.
+            if "multiple access" in str(err) and await _still_there(source):
+                # pyserial's word for another reader taking the bytes it was told were there,
+                # or for a cable pulled: the device is still there, so the former.
                 raise DamagedFrames(f"{source} is read by another program too") from err
             raise CannotConnect(f"reading {source} failed: {err}") from err
     finally:
@@ -187,6 +189,12 @@ async def probe(
     if decoder.stats.bytes:
         raise NotAMeter(f"{source} closed without sending a telegram")
     raise CannotConnect(f"{source} closed the connection")
+
+
+async def _still_there(source: ByteSource) -> bool:
+    return isinstance(source, SerialSource) and await asyncio.to_thread(
+        os.path.exists, source.device
+    )
 
 
 def _silent_verdict(

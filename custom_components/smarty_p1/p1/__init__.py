@@ -26,7 +26,7 @@ from .errors import (
 from .frame import MAX_FRAME, EncryptedFrame, Frame, FrameReader, check_telegram
 from .integrity import FrameAuthenticator, Integrity
 from .obis import OBIS_CATALOG, ObisInfo, ObisKind, describe, generic_code, mbus_channel
-from .telegram import CosemObject, Telegram, parse_telegram, parse_timestamp
+from .telegram import CosemObject, Telegram, TelegramParser, parse_telegram, parse_timestamp
 
 __all__ = [
     "DEFAULT_AUTH_KEY",
@@ -57,6 +57,7 @@ __all__ = [
     "TamperedFrameError",
     "Telegram",
     "TelegramDecoder",
+    "TelegramParser",
     "UnencryptedTelegramError",
     "WrongKeyError",
     "check_telegram",

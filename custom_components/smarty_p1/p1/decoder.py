@@ -10,7 +10,7 @@ from .crypto import DEFAULT_AUTH_KEY
 from .errors import REASONS, P1Error
 from .frame import MAX_FRAME, FrameReader
 from .integrity import FrameAuthenticator, Integrity
-from .telegram import Telegram, parse_telegram
+from .telegram import Telegram, TelegramParser
 
 
 @dataclass(slots=True)
@@ -47,7 +47,7 @@ class TelegramDecoder:
     a DSMR 5 meter always sends four digits and a telegram without any has no integrity check.
     """
 
-    __slots__ = ("_authenticator", "_reader", "stats")
+    __slots__ = ("_authenticator", "_reader", "parser", "stats")
 
     def __init__(
         self,
@@ -64,6 +64,8 @@ class TelegramDecoder:
             authenticator = FrameAuthenticator(key, auth_key)
         self._authenticator = authenticator
         self._reader = FrameReader(authenticator, max_frame, legacy_crc=legacy_crc)
+        # Its own memory of recent lines: two meters' decoders never share parsed objects.
+        self.parser = TelegramParser()
         self.stats = DecoderStats()
 
     def __repr__(self) -> str:
@@ -107,7 +109,7 @@ class TelegramDecoder:
                 results.append(frame)
                 continue
             try:
-                telegram = parse_telegram(
+                telegram = self.parser.parse(
                     frame.telegram, frame.crc, frame.system_title, frame.frame_counter
                 )
             except P1Error as err:  # pragma: no cover - the framer passes only valid telegrams

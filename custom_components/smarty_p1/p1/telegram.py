@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from decimal import Decimal, InvalidOperation
-from functools import lru_cache
-from typing import Any
+from decimal import Decimal
+from typing import Any, NamedTuple
 
 from .errors import NotATelegramError
 from .obis import OBIS_CATALOG, ObisKind, describe
@@ -15,23 +15,41 @@ from .obis import OBIS_CATALOG, ObisKind, describe
 SUMMER = timezone(timedelta(hours=2))
 WINTER = timezone(timedelta(hours=1))
 
-_TIMESTAMP = re.compile(r"(\d\d)(\d\d)(\d\d)(\d\d)(\d\d)(\d\d)([SW]?)")
-_HEX_TEXT = re.compile(r"(?:[0-9A-Fa-f]{2})+")
+# A unit: printable characters other than space, "*", "(" and ")", at most 16 of them.
+_UNIT = re.compile(r"[!-'+-~]{1,16}")
+# An OBIS code as far as this parser cares: printable, no space and no bracket.
+_CODE = re.compile(r"[!-'*-~]+")
+# No meter runs in 2070 or later; 1 January 2000 is where a meter's clock starts.
+_YEAR_LIMIT = 70
+_CLOCK_START = "000101"
 
 type Scalar = Decimal | str | datetime | None
 type Value = Scalar | tuple[Any, ...]
 
 
-@dataclass(slots=True)
-class CosemObject:
+class CosemObject(NamedTuple):
     """One line of a telegram: its code, its bracket contents as sent, and their meaning.
 
-    ``value`` is a Decimal (keeping the meter's digits), decoded text, a datetime, a tuple for
-    multi-value lines, or None where the meter sent nothing (an empty value or a placeholder
-    time such as ``632525252525S``). ``timestamp`` is the capture time of M-Bus readings.
-    Never modify one: the parser hands out the same object again when a line repeats. Not
-    frozen because a frozen dataclass costs four times as much to build, and a telegram builds
-    about fifty of them.
+    ``value`` is a Decimal (the meter's digits kept: 0.000 stays 0.000), decoded text, a
+    datetime, a tuple for multi-value lines, or None where the meter sent no value of the
+    code's kind: an empty value, a placeholder time, a number that is not one (see below), or
+    a line with a different number of values than its code carries (``1-0:1.8.0(1)(2)``).
+    ``timestamp`` is the capture time of M-Bus readings. ``raw`` always holds what was sent.
+
+    What a value is, by the code's kind in the OBIS catalog (unknown codes: whatever the
+    text reads as, number first, then time, else the text itself):
+
+    - a number: optional sign, at most 15 integer and 9 decimal digits, optional ``*unit``
+      (printable, no ``*()``, at most 16 characters); nothing else is a number.
+    - a time: ``YYMMDDhhmmss`` with S or W (see :func:`parse_timestamp`); a timestamp code
+      gives a datetime or None, never a number.
+
+    A line that is not ``code(value)...(value)``, every bracket closed and none nested (a
+    truncated ``1-0:1.8.0(000025.653*kWh``, a bare ``1-0:0.0.0``), is no object at all: the
+    telegram lacks that code, so that nothing half-read reaches a sensor.
+
+    Immutable (a named tuple of immutable parts): the parser hands out the same object again
+    while a line repeats, and it may be shared by everything that parsed that line.
     """
 
     obis: str
@@ -39,6 +57,11 @@ class CosemObject:
     value: Value
     unit: str | None = None
     timestamp: datetime | None = None
+
+
+# Built with tuple.__new__: a third cheaper than the generated constructor, and parsing a
+# telegram builds dozens.
+_new = tuple.__new__
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,17 +122,33 @@ def _json_value(value: Any) -> Any:
     return value
 
 
-# Meter times, M-Bus capture times and hex identifiers repeat from one telegram to the next, and
-# turning them into objects is the dearest part of parsing: remember the recent ones.
-@lru_cache(maxsize=64)
 def parse_timestamp(text: str) -> datetime | None:
-    """``YYMMDDhhmmssS`` (UTC+2) or ``...W`` (UTC+1); None for placeholders and nonsense."""
-    match = _TIMESTAMP.fullmatch(text)
-    if match is None:
+    """``YYMMDDhhmmssS`` (UTC+2) or ``...W`` (UTC+1) as a datetime; None for placeholders.
+
+    Without S or W (DSMR 2 and 3) the time is the meter's local time, read as winter time.
+    No time at all: an impossible date (``632525252525S``), any moment of 1 January 2000
+    (``000101000000W``, ``000101000001W``: a meter counts from there, so that is a clock never
+    set or an empty M-Bus channel or log slot), and years from 70 (``700101010000W`` is the
+    Unix epoch of an empty channel; DSMR years are 2000 + YY, and no meter runs in 2070).
+    """
+    if len(text) == 13:
+        suffix = text[12]
+        zone = SUMMER if suffix == "S" else WINTER if suffix == "W" else None
+        digits = text[:12]
+    else:
+        zone = WINTER if len(text) == 12 else None
+        digits = text
+    if zone is None or not (digits.isdigit() and digits.isascii()):
         return None
-    year, month, day, hour, minute, second = (int(part) for part in match.groups()[:6])
-    # Without S or W (DSMR 2 and 3) the time is the meter's local time; W is the safe guess.
-    zone = SUMMER if match.group(7) == "S" else WINTER
+    if digits.startswith(_CLOCK_START):
+        return None
+    rest, second = divmod(int(digits), 100)
+    rest, minute = divmod(rest, 100)
+    rest, hour = divmod(rest, 100)
+    rest, day = divmod(rest, 100)
+    year, month = divmod(rest, 100)
+    if year >= _YEAR_LIMIT:
+        return None
     try:
         return datetime(2000 + year, month, day, hour, minute, second, tzinfo=zone)
     except ValueError:
@@ -117,28 +156,48 @@ def parse_timestamp(text: str) -> datetime | None:
 
 
 def _number(text: str) -> tuple[Decimal, str | None] | None:
-    """``000006.695*kWh`` -> (Decimal("6.695"), "kWh"); None when text is not a number."""
-    digits, _, unit = text.partition("*")
-    # The cheap checks keep timestamps (which end in S or W) and text away from Decimal.
-    if not digits or not digits[-1].isdigit() or not (digits[0].isdigit() or digits[0] in "+-"):
+    """``000006.695*kWh`` -> (Decimal("6.695"), "kWh"); None when text is not a number.
+
+    A number is what a meter sends: an optional sign, 1 to 15 digits, optionally a point and
+    1 to 9 digits, optionally ``*`` and a unit. Whatever else Decimal would read (exponents,
+    "_", spaces, "NaN", "1.", ".5") is no value: it cannot come from a meter, and "1E999999"
+    would cost seconds wherever it is turned into an int. ``text`` is ASCII (a telegram).
+    """
+    digits, star, unit = text.partition("*")
+    # Units are letters and digits (kWh, m3): the full rule only for anything else.
+    if star and not ((unit.isalnum() and len(unit) <= 16) or _UNIT.fullmatch(unit)):
         return None
-    try:
-        number = Decimal(digits)
-    except InvalidOperation:
+    whole, point, fraction = digits.partition(".")
+    if point and not (fraction.isdigit() and len(fraction) <= 9):
         return None
-    if not number.is_finite():
-        return None
-    return number, unit or None
+    if not (whole.isdigit() and len(whole) <= 15):
+        sign = whole[:1]
+        if sign not in {"-", "+"} or not (whole[1:].isdigit() and len(whole) <= 16):
+            return None
+    return Decimal(digits), unit or None
 
 
-@lru_cache(maxsize=64)
 def decode_text(text: str) -> str:
-    """Hex-encoded text as text; anything that is not printable hex text is kept as sent."""
-    if not _HEX_TEXT.fullmatch(text):
+    """Hex-encoded text as text; anything that is not hex of printable text is kept as sent.
+
+    Text is UTF-8 (a long message may hold "é", C3A9) of printable characters and line
+    breaks; other bytes (a binary identifier) are not text, so the hex stays.
+    """
+    if not text:
         return text
-    decoded = bytes.fromhex(text)
-    if decoded.isascii() and decoded.decode("ascii").isprintable():
-        return decoded.decode("ascii")
+    try:
+        data = bytes.fromhex(text)
+    except ValueError:
+        return text
+    # fromhex skips whitespace between bytes: text with any is not one hex string.
+    if 2 * len(data) != len(text):
+        return text
+    try:
+        decoded = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return text
+    if decoded.isprintable() or decoded.replace("\r", "").replace("\n", "").isprintable():
+        return decoded
     return text
 
 
@@ -149,99 +208,246 @@ def _scalar(text: str) -> tuple[Scalar, str | None]:
     if not text:
         return None, None
     moment = parse_timestamp(text)
-    if moment is not None:
+    if moment is not None or _looks_like_time(text):
         return moment, None
     return text, None
 
 
-_KINDS: dict[str, ObisKind | None] = {}
-# Codes whose value is a single number: parsed on the fast path of parse_telegram.
-_PLAIN_NUMBER_CODES = frozenset(
-    code for code, info in OBIS_CATALOG.items() if info.kind is ObisKind.NUMBER and "x" not in code
-)
+def _looks_like_time(text: str) -> bool:
+    """Whether text has the shape of a meter time (``YYMMDDhhmmssS``), valid or not."""
+    if len(text) == 13 and text[12] in "SW":
+        text = text[:12]
+    return len(text) == 12 and text.isdigit()
 
 
-def _kind(obis: str) -> ObisKind | None:
-    try:
-        return _KINDS[obis]
-    except KeyError:
-        info = describe(obis)
-        kind = _KINDS[obis] = info.kind if info is not None else None
-        if len(_KINDS) > 4096:
-            # Bounded whatever codes a stream invents.
-            _KINDS.clear()
-        return kind
+type Builder = Callable[[str, tuple[str, ...]], CosemObject]
 
 
-def _object(obis: str, raw: tuple[str, ...]) -> CosemObject:
-    kind = _kind(obis)
-    if kind is ObisKind.TEXT and len(raw) == 1:
-        return CosemObject(obis, raw, decode_text(raw[0]))
-    if kind is ObisKind.VERSION and len(raw) == 1:
-        return CosemObject(obis, raw, raw[0] or None)
-    if kind is ObisKind.FAILURE_LOG:
-        return CosemObject(obis, raw, _failure_log(raw), "s")
+def _as_number(obis: str, raw: tuple[str, ...]) -> CosemObject:
+    value, unit = (_number(raw[0]) if len(raw) == 1 else None) or (None, None)
+    return _new(CosemObject, (obis, raw, value, unit, None))
+
+
+def _as_numbers(obis: str, raw: tuple[str, ...]) -> CosemObject:
+    """(import)(export) limits: a tuple of numbers, or one number where only one was sent."""
     if len(raw) == 1:
-        value, unit = _scalar(raw[0])
-        return CosemObject(obis, raw, value, unit)
-    if len(raw) == 2 and _TIMESTAMP.fullmatch(raw[0]):
+        return _as_number(obis, raw)
+    numbers = [_number(text) for text in raw]
+    units = {number[1] for number in numbers if number is not None}
+    value = tuple(number[0] if number is not None else None for number in numbers)
+    return _new(CosemObject, (obis, raw, value, units.pop() if len(units) == 1 else None, None))
+
+
+def _as_text(obis: str, raw: tuple[str, ...]) -> CosemObject:
+    value = decode_text(raw[0]) if len(raw) == 1 else None
+    return _new(CosemObject, (obis, raw, value, None, None))
+
+
+def _as_version(obis: str, raw: tuple[str, ...]) -> CosemObject:
+    value = (raw[0] or None) if len(raw) == 1 else None
+    return _new(CosemObject, (obis, raw, value, None, None))
+
+
+def _as_time(obis: str, raw: tuple[str, ...]) -> CosemObject:
+    value = parse_timestamp(raw[0]) if len(raw) == 1 else None
+    return _new(CosemObject, (obis, raw, value, None, None))
+
+
+def _as_reading(obis: str, raw: tuple[str, ...]) -> CosemObject:
+    """(capture time)(reading): M-Bus readings, Belgian peak demand. A placeholder time means
+    the channel holds no reading, whatever digits follow."""
+    if len(raw) == 2:
+        moment = parse_timestamp(raw[0])
         number = _number(raw[1])
-        if number is not None:
-            # (capture time)(reading): M-Bus readings, Belgian peak demand. A placeholder time
-            # means the channel holds no reading, whatever digits follow.
-            moment = parse_timestamp(raw[0])
-            return CosemObject(obis, raw, number[0] if moment else None, number[1], moment)
-    parts = [_scalar(text) for text in raw]
-    units = {unit for _, unit in parts if unit is not None}
-    return CosemObject(
-        obis, raw, tuple(value for value, _ in parts), units.pop() if len(units) == 1 else None
-    )
+        if moment is not None and number is not None:
+            return _new(CosemObject, (obis, raw, number[0], number[1], moment))
+    return _new(CosemObject, (obis, raw, None, None, None))
 
 
-def _failure_log(raw: tuple[str, ...]) -> tuple[Any, ...]:
-    """``(count)(0-0:96.7.19)(end time)(duration*s)...`` as ((end time, seconds), ...)."""
+_NO_DURATION = 2**31 - 1
+
+
+def _as_failure_log(obis: str, raw: tuple[str, ...]) -> CosemObject:
+    """``(count)(0-0:96.7.19)(end time)(duration*s)...`` as ((end time, seconds), ...).
+
+    A slot without a real time or duration is no event: an empty one reads
+    ``(000101000001W)(2147483647*s)``, the largest 32-bit count, which no outage lasts.
+    """
     events = []
     pairs = raw[2:]
     for index in range(0, len(pairs) - 1, 2):
         moment = parse_timestamp(pairs[index])
         number = _number(pairs[index + 1])
-        events.append((moment, number[0] if number else None))
-    return tuple(events)
+        if moment is not None and number is not None and number[0] < _NO_DURATION:
+            events.append((moment, number[0]))
+    return _new(CosemObject, (obis, raw, tuple(events), "s", None))
 
 
-# Most lines of a telegram repeat the previous telegram's word for word (limits, counters,
-# serials, M-Bus readings between captures, an energy register at rest), and a line's object
-# depends on nothing but its text: the objects of recent lines are reused instead of rebuilt.
-class _LineMemory:
-    """The objects of the lines seen lately, in two generations: when the newer one is full it
-    becomes the older one, and lines still being sent move back into the newer one."""
+def _as_found(obis: str, raw: tuple[str, ...]) -> CosemObject:
+    """A code the catalog lacks: each value read as whatever its text is."""
+    if len(raw) == 1:
+        value, unit = _scalar(raw[0])
+        return _new(CosemObject, (obis, raw, value, unit, None))
+    if len(raw) == 2 and _looks_like_time(raw[0]) and _number(raw[1]) is not None:
+        return _as_reading(obis, raw)
+    parts = [_scalar(text) for text in raw]
+    units = {unit for _, unit in parts if unit is not None}
+    values = tuple(value for value, _ in parts)
+    return _new(CosemObject, (obis, raw, values, units.pop() if len(units) == 1 else None, None))
 
-    __slots__ = ("older", "recent")
+
+_BUILDERS: dict[ObisKind, Builder] = {
+    ObisKind.NUMBER: _as_number,
+    ObisKind.LIMITS: _as_numbers,
+    ObisKind.TEXT: _as_text,
+    ObisKind.VERSION: _as_version,
+    ObisKind.TIMESTAMP: _as_time,
+    ObisKind.MBUS_READING: _as_reading,
+    ObisKind.FAILURE_LOG: _as_failure_log,
+}
+# The builder of each code seen, starting with the catalog's concrete codes; bounded whatever
+# codes a stream invents.
+_CATALOG_BUILDERS = {
+    code: _BUILDERS[info.kind] for code, info in OBIS_CATALOG.items() if "x" not in code
+}
+_CODE_BUILDERS = dict(_CATALOG_BUILDERS)
+_MOST_CODES = 4096
+
+
+def _builder(obis: str) -> Builder | None:
+    """The builder of a code; None for text that is no code."""
+    builder = _CODE_BUILDERS.get(obis)
+    if builder is not None:
+        return builder
+    if not _CODE.fullmatch(obis):
+        return None
+    info = describe(obis)
+    builder = _BUILDERS[info.kind] if info is not None else _as_found
+    if len(_CODE_BUILDERS) >= _MOST_CODES:
+        _CODE_BUILDERS.clear()
+        _CODE_BUILDERS.update(_CATALOG_BUILDERS)
+    _CODE_BUILDERS[obis] = builder
+    return builder
+
+
+def _groups(inner: str) -> tuple[str, ...] | None:
+    """``a)(b)(c`` -> ("a", "b", "c"); None when a bracket is stray or nested."""
+    if "(" not in inner and ")" not in inner:
+        return (inner,)
+    parts = inner.split(")(")
+    pairs = len(parts) - 1
+    if inner.count("(") != pairs or inner.count(")") != pairs:
+        return None
+    return tuple(parts)
+
+
+def _line_object(line: str) -> CosemObject | None:
+    """The object of a line ``code(value)...(value)``; None for any other line."""
+    bracket = line.find("(")
+    if bracket < 1 or line[-1] != ")":
+        return None
+    obis = line[:bracket]
+    try:
+        builder = _CODE_BUILDERS[obis]
+    except KeyError:
+        found = _builder(obis)
+        if found is None:
+            return None
+        builder = found
+    inner = line[bracket + 1 : -1]
+    if builder is _as_number or builder is _as_found or builder is _as_numbers:
+        # The common case, most of every telegram: a single number. A number holds no
+        # bracket, so this is the whole line.
+        number = _number(inner)
+        if number is not None:
+            value, unit = number
+            return _new(CosemObject, (obis, (inner,), value, unit, None))
+    raw = _groups(inner)
+    return builder(obis, raw) if raw is not None else None
+
+
+# A line this short holds at most ten numbers: remembered without counting its values.
+_SHORT_LINE = 32
+
+
+class TelegramParser:
+    """Parses telegrams, reusing the objects of the lines it saw lately.
+
+    Most lines of a telegram repeat the previous telegram's word for word (limits, counters,
+    serials, M-Bus readings between captures, an energy register at rest, a voltage back at a
+    value it had), and a line's object depends on nothing but its text. The memory holds two
+    generations: when the newer one is full it becomes the older one, and lines still being
+    sent move back into the newer one. Only short lines of few values are remembered: whatever
+    a stream sends, it holds at most ``2 * SIZE`` lines of ``LONGEST_LINE`` characters and
+    ``MOST_VALUES`` values each (under 1.5 MB). One parser per stream: its memory goes with it.
+    """
+
+    __slots__ = ("_older", "_recent")
     SIZE = 512
+    LONGEST_LINE = 128
+    MOST_VALUES = 4
 
     def __init__(self) -> None:
-        self.recent: dict[str, CosemObject] = {}
-        self.older: dict[str, CosemObject] = {}
+        self._recent: dict[str, CosemObject] = {}
+        self._older: dict[str, CosemObject] = {}
+
+    def __repr__(self) -> str:
+        return f"TelegramParser(remembered={self.remembered()})"
 
     def clear(self) -> None:
-        self.recent, self.older = {}, {}
+        """Forget every line."""
+        self._recent, self._older = {}, {}
+
+    def remembered(self) -> int:
+        """How many lines the memory holds."""
+        return len(self._recent.keys() | self._older.keys())
+
+    def parse(
+        self,
+        telegram: bytes,
+        crc: int | None = None,
+        system_title: bytes | None = None,
+        frame_counter: int | None = None,
+    ) -> Telegram:
+        """Parse a verified telegram; every well-formed line is kept, unknown codes included."""
+        try:
+            text = telegram.decode("ascii")
+        except UnicodeDecodeError:
+            raise NotATelegramError("telegram is not ASCII text") from None
+        header_end = text.find("\r\n")
+        header = text[:header_end] if header_end >= 0 else text
+        # A "!" at the start of a line ends a telegram; in the header, it ends it before any
+        # object.
+        if not header.startswith("/") or "!" in header:
+            raise NotATelegramError("content is not a DSMR telegram")
+        end = text.find("\r\n!", header_end)
+        body = text[header_end + 2 : end] if end >= 0 else text[header_end + 2 :]
+        # DSMR 2/3 continue a reading on the next line, "(value)": joined to the line above
+        # it, which must end in ")", they make one line, read like any other.
+        lines = body.replace(")\r\n(", ")(").split("\r\n") if header_end >= 0 else ()
+        objects: dict[str, CosemObject] = {}
+        recent, older = self._recent, self._older
+        size, short, longest, most = self.SIZE, _SHORT_LINE, self.LONGEST_LINE, self.MOST_VALUES
+        for line in lines:
+            obj = recent.get(line)
+            if obj is None:
+                # A CosemObject is never false: a tuple of five.
+                obj = older.get(line) or _line_object(line)
+                if obj is None:
+                    continue
+                # A short line cannot hold many values: only longer ones are counted.
+                if (length := len(line)) <= short or (length <= longest and len(obj.raw) <= most):
+                    if len(recent) >= size:
+                        self._older, self._recent = older, recent = recent, {}
+                    recent[line] = obj
+            objects[obj.obis] = obj
+        if not objects:
+            raise NotATelegramError("telegram holds no objects")
+        return Telegram(header[1:], objects, telegram, crc, system_title, frame_counter)
 
 
-_memory = _LineMemory()
-
-
-def _line_object(line: str) -> CosemObject:
-    bracket = line.find("(")
-    if bracket < 0:
-        return _object(line, ())
-    obis = line[:bracket]
-    inner = line[bracket + 1 : -1]
-    if obis in _PLAIN_NUMBER_CODES and inner:
-        # The common case: a catalogued single number is most of every telegram.
-        digits, _, unit = inner.partition("*")
-        if digits.replace(".", "", 1).isdigit():
-            return CosemObject(obis, (inner,), Decimal(digits), unit or None)
-    return _object(obis, tuple(inner.split(")(")))
+# parse_telegram's memory, for callers that hold no parser of their own.
+_shared = TelegramParser()
 
 
 def parse_telegram(
@@ -250,37 +456,5 @@ def parse_telegram(
     system_title: bytes | None = None,
     frame_counter: int | None = None,
 ) -> Telegram:
-    """Parse a verified telegram; every line is kept, unknown codes included."""
-    try:
-        text = telegram.decode("ascii")
-    except UnicodeDecodeError:
-        raise NotATelegramError("telegram is not ASCII text") from None
-    lines = text.split("\r\n")
-    if not lines[0].startswith("/"):
-        raise NotATelegramError("content is not a DSMR telegram")
-    header = lines[0][1:]
-    objects: dict[str, CosemObject] = {}
-    memory = _memory
-    recent, older = memory.recent, memory.older
-    last: CosemObject | None = None
-    for line in lines[1:]:
-        if not line:
-            continue
-        if line[0] == "!":
-            break
-        if line[0] == "(" and last is not None:
-            # DSMR 2/3 gas readings continue on the next line: rebuild the previous object.
-            last = _object(last.obis, last.raw + tuple(line[1:-1].split(")(")))
-            objects[last.obis] = last
-            continue
-        last = recent.get(line)
-        if last is None:
-            last = older.get(line)
-            if last is None:
-                last = _line_object(line)
-            if len(recent) >= memory.SIZE:
-                memory.older, memory.recent = recent, {}
-                recent, older = memory.recent, memory.older
-            recent[line] = last
-        objects[last.obis] = last
-    return Telegram(header, objects, telegram, crc, system_title, frame_counter)
+    """Parse a verified telegram with a parser shared by all callers (see TelegramParser)."""
+    return _shared.parse(telegram, crc, system_title, frame_counter)
