@@ -33,7 +33,9 @@ from .p1_helpers import (  # the fixture replaces conftest's Home Assistant set-
     key,
     plaintext,
     vector,
+    vector_names,
 )
+from .test_integrity import OWN_AUTH_KEY, VaryingMeter
 
 KEY = key(NEXXTLAB).hex().upper()
 REPO = Path(__file__).parent.parent
@@ -392,3 +394,41 @@ def test_output_cut_short_by_the_reader_is_not_an_error(tmp_path: Path) -> None:
     _, errors = process.communicate(timeout=TIMEOUT)
     assert process.returncode == 0
     assert b"Broken pipe" not in errors
+
+
+@pytest.mark.parametrize("name", vector_names("derived_stream"))
+def test_derived_vectors_through_the_console_reader(
+    name: str, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Another authentication key, a foreign AAD, tampered frames, plaintext injected: the
+    console reader shows exactly the telegrams the vector says verify."""
+    capture = tmp_path / "capture.bin"
+    capture.write_bytes(
+        b"".join([bytes.fromhex(entry["frame_hex"]) for entry in vector(name)["frames"]])
+    )
+    assert main(["read", "--key", vector(name)["key_hex"], "--file", str(capture), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert len(captured.out.splitlines()) == sum(
+        entry["expect"] == "telegram" for entry in vector(name)["frames"]
+    ), captured.err
+
+
+@pytest.mark.parametrize(
+    ("aad", "said"),
+    [
+        (b"\x30" + OWN_AUTH_KEY, "learned from its frames"),
+        (b"\x30", "CRC only"),
+    ],
+    ids=["own-key", "crc-only"],
+)
+def test_the_console_reader_says_how_telegrams_are_protected(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str], aad: bytes, said: str
+) -> None:
+    simulator = VaryingMeter(bytes.fromhex(KEY), aad=aad)
+    capture = tmp_path / "capture.bin"
+    capture.write_bytes(b"".join(simulator.next_frame() for _ in range(12)))
+    assert main(["read", "--key", KEY, "--file", str(capture), "--json"]) == 0
+    captured = capsys.readouterr()
+    integrity = [line for line in captured.err.splitlines() if line.startswith("integrity:")]
+    assert any(said in line for line in integrity), captured.err
+    assert len(captured.out.splitlines()) >= 3

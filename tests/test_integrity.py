@@ -8,11 +8,13 @@ diagnostics). And the console reader says the same on stderr.
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from homeassistant.const import CONF_DEVICE
+from homeassistant.const import CONF_DEVICE, CONF_HOST, CONF_PORT
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import entity_registry as er
 from homeassistant.helpers import issue_registry as ir
@@ -21,15 +23,22 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 from custom_components.smarty_p1.const import (
     CONF_AUTH_KEY,
     CONF_CONNECTION_TYPE,
+    CONF_TOPIC,
+    CONNECTION_MQTT,
+    CONNECTION_NETWORK,
     CONNECTION_SERIAL,
     DOMAIN,
 )
+from custom_components.smarty_p1.coordinator import SmartyCoordinator
 from custom_components.smarty_p1.diagnostics import async_get_config_entry_diagnostics
-from custom_components.smarty_p1.p1.cli import main
 from custom_components.smarty_p1.p1.integrity import Integrity
-from custom_components.smarty_p1.p1.simulator import MeterSimulator, PtyMeter
+from custom_components.smarty_p1.p1.simulator import MeterSimulator, PtyMeter, serve_tcp
 
 from .conftest import INTERVAL, KEY, make_entry, setup, state_of, wait_for
+from .mqtt_broker import broker, mqtt_entry, publish
+from .p1_helpers import vector, vector_names
+
+__all__ = ["broker", "mqtt_entry"]
 
 OWN_AUTH_KEY = bytes.fromhex("C0FFEE00112233445566778899ABCDEF")
 
@@ -106,22 +115,89 @@ async def test_tags_no_key_explains_mean_crc_only_never_silently(hass: HomeAssis
         assert await hass.config_entries.async_unload(entry.entry_id)
 
 
-@pytest.mark.parametrize(
-    ("aad", "said"),
-    [
-        (b"\x30" + OWN_AUTH_KEY, "learned from its frames"),
-        (b"\x30", "CRC only"),
-    ],
-    ids=["own-key", "crc-only"],
-)
-def test_the_console_reader_says_how_telegrams_are_protected(
-    tmp_path: Any, capsys: pytest.CaptureFixture[str], aad: bytes, said: str
+# --- The derived vectors (tests/fixtures/derived_*.json), through every reader. ---
+
+DERIVED = vector_names("derived_stream")
+
+
+def _wires(name: str) -> list[bytes]:
+    return [bytes.fromhex(entry["frame_hex"]) for entry in vector(name)["frames"]]
+
+
+def _expected_telegrams(name: str) -> int:
+    return sum(entry["expect"] == "telegram" for entry in vector(name)["frames"])
+
+
+async def _feed_vector(
+    hass: HomeAssistant,
+    name: str,
+    simulator: MeterSimulator,
+    where: dict[str, Any],
+    inject: Callable[[bytes], None],
+    *,
+    ready: Callable[[SmartyCoordinator], Awaitable[None]] | None = None,
 ) -> None:
-    simulator = VaryingMeter(KEY, aad=aad)
-    capture = tmp_path / "capture.bin"
-    capture.write_bytes(b"".join(simulator.next_frame() for _ in range(12)))
-    assert main(["read", "--key", KEY.hex(), "--file", str(capture), "--json"]) == 0
-    captured = capsys.readouterr()
-    integrity = [line for line in captured.err.splitlines() if line.startswith("integrity:")]
-    assert any(said in line for line in integrity), captured.err
-    assert len(captured.out.splitlines()) >= 3
+    """Set up an entry on where, put the vector's frames on it, check what was published."""
+    data = vector(name)
+    entry = make_entry(simulator, bytes.fromhex(data["key_hex"]), **where)
+    coordinator = await setup(hass, entry)
+    if ready is not None:
+        await ready(coordinator)
+    frames = _wires(name)
+    for frame in frames:
+        inject(frame)
+        await asyncio.sleep(INTERVAL)
+    stats = coordinator.health.stats
+    await wait_for(hass, lambda: stats.telegrams + sum(stats.rejected.values()) >= len(frames))
+    assert stats.telegrams == _expected_telegrams(name)
+    assert coordinator.integrity == data["integrity"]
+    # Each telegram published is a genuine one of the vector (the guard refuses none).
+    assert coordinator.health.guard.stale == coordinator.health.guard.foreign == 0
+    assert await hass.config_entries.async_unload(entry.entry_id)
+
+
+@pytest.mark.parametrize("name", DERIVED)
+async def test_derived_vectors_over_a_serial_port(hass: HomeAssistant, name: str) -> None:
+    """Another authentication key, a foreign AAD, tampered frames, plaintext injected: over a
+    pty the vector's telegrams are published, nothing else; the integrity is the vector's."""
+    simulator = MeterSimulator(bytes.fromhex(vector(name)["key_hex"]), interval=INTERVAL)
+    with PtyMeter(simulator, count=0) as pty:
+        where = {CONF_CONNECTION_TYPE: CONNECTION_SERIAL, CONF_DEVICE: pty.path}
+        await _feed_vector(hass, name, simulator, where, pty.inject)
+
+
+@pytest.mark.parametrize("name", DERIVED)
+async def test_derived_vectors_over_a_tcp_bridge(hass: HomeAssistant, name: str) -> None:
+    simulator = MeterSimulator(bytes.fromhex(vector(name)["key_hex"]), interval=INTERVAL)
+    async with await serve_tcp(simulator, count=0) as bridge:
+        where = {
+            CONF_CONNECTION_TYPE: CONNECTION_NETWORK,
+            CONF_HOST: "127.0.0.1",
+            CONF_PORT: bridge.port,
+        }
+
+        async def connected(coordinator: SmartyCoordinator) -> None:
+            await wait_for(hass, lambda: bridge.clients == 1)
+
+        await _feed_vector(hass, name, simulator, where, bridge.inject, ready=connected)
+
+
+@pytest.mark.parametrize("name", DERIVED)
+async def test_derived_vectors_on_an_mqtt_topic(
+    hass: HomeAssistant, mqtt_entry: MockConfigEntry, name: str
+) -> None:
+    simulator = MeterSimulator(bytes.fromhex(vector(name)["key_hex"]), interval=INTERVAL)
+    where = {CONF_CONNECTION_TYPE: CONNECTION_MQTT, CONF_TOPIC: "smarty/vector"}
+
+    def inject(frame: bytes) -> None:
+        hass.async_create_task(publish(hass, "smarty/vector", frame))
+
+    async def subscribed(coordinator: SmartyCoordinator) -> None:
+        # A zero byte is line noise to the decoder: once one arrives, so will the frames.
+        stats = coordinator.health.stats
+        while not stats.bytes:
+            await publish(hass, "smarty/vector", b"\x00")
+            await asyncio.sleep(INTERVAL)
+        stats.bytes = 0
+
+    await _feed_vector(hass, name, simulator, where, inject, ready=subscribed)

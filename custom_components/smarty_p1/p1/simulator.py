@@ -504,13 +504,11 @@ class TcpMeter:
             writer.close()
 
     async def _tick(self) -> None:
-        while True:
+        while self._count is None or self.frames_sent < self._count:
             await asyncio.sleep(self.sim.interval)
             self.inject(self.sim.next_frame())
             self.frames_sent += 1
-            if self._count is not None and self.frames_sent >= self._count:
-                self.finished.set()
-                return
+        self.finished.set()
 
     def inject(self, data: bytes) -> None:
         """Send bytes to every client (noise, a foreign frame), between the meter's frames."""
