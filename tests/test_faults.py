@@ -26,6 +26,7 @@ from unittest.mock import patch
 
 import pytest
 from homeassistant.components.recorder import history
+from homeassistant.components.repairs import repairs_flow_manager
 from homeassistant.config_entries import (
     SOURCE_REAUTH,
     SOURCE_USER,
@@ -40,6 +41,7 @@ from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers import entity_registry as er
 from homeassistant.helpers import issue_registry as ir
 from homeassistant.helpers.recorder import get_instance
+from homeassistant.setup import async_setup_component
 from homeassistant.util import dt as dt_util
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 from pytest_homeassistant_custom_component.components.recorder.common import (
@@ -61,7 +63,16 @@ from custom_components.smarty_p1.p1 import MAX_FRAME
 from custom_components.smarty_p1.p1.simulator import PtyMeter
 from custom_components.smarty_p1.p1.sources import TcpSource
 
-from .conftest import INTERVAL, KEY, RecordingMeter, make_entry, setup, wait_for, with_values
+from .conftest import (
+    INTERVAL,
+    KEY,
+    RecordingMeter,
+    make_entry,
+    setup,
+    state_of,
+    wait_for,
+    with_values,
+)
 from .mqtt_broker import Broker, Dongle, broker, mqtt_entry, publish
 
 __all__ = ["broker", "mqtt_entry"]
@@ -600,6 +611,49 @@ async def test_another_reader_on_the_port_is_never_a_wrong_key(
     print(f"\n[faults] {'second reader at setup':<24} flow said {seen}")
     if result["type"] is FlowResultType.FORM:
         hass.config_entries.flow.async_abort(result["flow_id"])
+
+
+async def test_plaintext_meter_exchanged_repair(hass: HomeAssistant) -> None:
+    """A plaintext meter exchanged on the same cable fails no key check: after the key window of
+    only the new meter's telegrams, a repair offers the exchange; confirmed, the same entities
+    show the new meter's values."""
+    meter = RecordingMeter(None, interval=10.0)
+    async with quiet_line(hass, meter) as (wire, watch):
+        coordinator = watch.coordinator
+        entry = coordinator.config_entry
+        energy = next(
+            item.entity_id
+            for item in er.async_entries_for_config_entry(er.async_get(hass), entry.entry_id)
+            if item.unique_id.endswith("_1-0:1.8.0")
+        )
+        old = meter.serial
+        meter.serial = "SAG1030700067890"
+        for _ in range(10):
+            await wire.send()
+        issue = ir.async_get(hass).async_get_issue(DOMAIN, f"other_meter_{entry.entry_id}")
+        assert issue is not None
+        assert issue.translation_placeholders == {
+            "title": entry.title,
+            "old": old,
+            "new": meter.serial,
+        }
+        assert await async_setup_component(hass, "repairs", {})
+        flows = repairs_flow_manager(hass)
+        assert flows is not None
+        result = await flows.async_init(DOMAIN, data={"issue_id": issue.issue_id})
+        assert result["step_id"] == "confirm"
+        result = await flows.async_configure(result["flow_id"], {})
+        assert result["type"] is FlowResultType.CREATE_ENTRY
+        await hass.async_block_till_done()
+        assert entry.unique_id == meter.serial
+        exchanged = entry.runtime_data
+        await wire.send()
+        await wait_for(hass, lambda: exchanged.data is not None)
+        # The same entity, now the new meter's register.
+        assert state_of(hass, energy).state == str(meter.last_values["1-0:1.8.0"])
+        assert ir.async_get(hass).async_get_issue(DOMAIN, issue.issue_id) is None
+        assert exchanged.health.guard.foreign == 0
+        print(f"\n[faults] {'plaintext meter exchanged':<24} repaired, same entity ids")
 
 
 # TCP bridges.

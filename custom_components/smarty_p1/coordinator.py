@@ -183,6 +183,9 @@ class SmartyCoordinator(DataUpdateCoordinator[SmartyData]):
         # Auth failures: since when every frame has failed, and whether reauth is started.
         self._failing_since: float | None = None
         self._reauth_started = False
+        # Another meter's telegrams: since when only they arrive, and whether a repair is up.
+        self._foreign_since: float | None = None
+        self._other_meter_raised = False
         self._logged: set[str] = set()
         # Min-interval window: sums and counts of instantaneous values since the last publish.
         self._sums: dict[str, Decimal] = {}
@@ -358,6 +361,7 @@ class SmartyCoordinator(DataUpdateCoordinator[SmartyData]):
                 self._log_once(
                     "foreign", "Ignoring telegrams of another meter on %s: %s", "meter swapped?"
                 )
+                self._other_meter(telegram)
             else:
                 self._log_once("stale", "Ignoring a replayed telegram from %s: %s", "stale frame")
             return False
@@ -367,7 +371,10 @@ class SmartyCoordinator(DataUpdateCoordinator[SmartyData]):
             # Only what is shown is passed on: a held register would reach the others' charts.
             self.rebroadcast.publish(telegram.raw)
         self.session.alive()
-        self._failing_since = None
+        self._failing_since = self._foreign_since = None
+        if self._other_meter_raised:
+            self._other_meter_raised = False
+            issues.async_clear_issue(self.hass, self.config_entry, issues.OTHER_METER)
         self.health.last_telegram = received
         if self.guard.dirty and not self._save_pending:
             self._save_pending = True
@@ -393,6 +400,19 @@ class SmartyCoordinator(DataUpdateCoordinator[SmartyData]):
         issues.async_raise_total_re_anchored(
             self.hass, self.config_entry, code, str(held), str(reading)
         )
+
+    def _other_meter(self, telegram: Telegram) -> None:
+        """Another meter's telegrams, and none of this one's, for the key-failure window: the
+        meter was exchanged (a plaintext meter fails no key check) or the cable moved. A
+        repair offers the exchange; the entry's own meter coming back withdraws it."""
+        now = monotonic()
+        if self._foreign_since is None:
+            self._foreign_since = now
+        elif not self._other_meter_raised and now - self._foreign_since >= AUTH_FAILURE_WINDOW:
+            serial = telegram.serial
+            if serial is not None:
+                self._other_meter_raised = True
+                issues.async_raise_other_meter(self.hass, self.config_entry, serial)
 
     def _stored_registers(self) -> dict[str, Any]:
         self._save_pending = False

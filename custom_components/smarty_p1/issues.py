@@ -23,6 +23,11 @@ MISSING_RATES: Final = "missing_rates"
 CRC_ONLY: Final = "crc_only"
 # An energy total held above the meter (by an earlier run's store) follows the meter again.
 TOTAL_RE_ANCHORED: Final = "total_re_anchored"
+# Only another meter's telegrams arrive on the entry's connection: exchanged (a plaintext meter,
+# whose new telegrams fail no key check), or the cable moved to another meter.
+OTHER_METER: Final = "other_meter"
+# The issue data key naming the other meter's serial number.
+DATA_SERIAL: Final = "serial"
 
 # The keys of the issue data.
 DATA_ISSUE: Final = "issue"
@@ -104,5 +109,24 @@ def async_raise_total_re_anchored(
             "register": register,
             "held": held,
             "reading": reading,
+        },
+    )
+
+
+@callback
+def async_raise_other_meter(hass: HomeAssistant, entry: ConfigEntry, serial: str) -> None:
+    """Offer to move the entry to the meter that now answers on its connection."""
+    ir.async_create_issue(
+        hass,
+        DOMAIN,
+        issue_id(OTHER_METER, entry.entry_id),
+        data={**_data(OTHER_METER, entry), DATA_SERIAL: serial},
+        is_fixable=True,
+        severity=ir.IssueSeverity.WARNING,
+        translation_key=OTHER_METER,
+        translation_placeholders={
+            "title": entry.title,
+            "old": str(entry.unique_id),
+            "new": serial,
         },
     )

@@ -11,7 +11,8 @@ from homeassistant.helpers import issue_registry as ir
 
 from .config_flow import RATE_SELECTOR
 from .const import CONF_RATE_NORMAL, CONF_RATE_OVERRUN, DOMAIN
-from .issues import DATA_ENTRY_ID, DATA_ISSUE, MISSING_RATES
+from .exchange import async_exchange_meter
+from .issues import DATA_ENTRY_ID, DATA_ISSUE, DATA_SERIAL, MISSING_RATES, OTHER_METER
 from .validation import vol
 
 RATES_SCHEMA = vol.Schema(
@@ -54,8 +55,37 @@ class MissingRatesFlow(EntryRepairFlow):
         )
 
 
+class OtherMeterFlow(EntryRepairFlow):
+    """Moves the entry to the meter that answers on its connection now (a meter exchange)."""
+
+    async def async_step_init(self, user_input: dict[str, Any] | None = None) -> RepairsFlowResult:
+        """Ask first: it may be a cable plugged into the wrong meter."""
+        return await self.async_step_confirm()
+
+    async def async_step_confirm(
+        self, user_input: dict[str, Any] | None = None
+    ) -> RepairsFlowResult:
+        """Confirmed: the same entities and history, the new meter's values from now on."""
+        entry = self.hass.config_entries.async_get_entry(self.entry_id)
+        issue = ir.async_get(self.hass).async_get_issue(DOMAIN, self.issue_id)
+        serial = None if issue is None or issue.data is None else issue.data.get(DATA_SERIAL)
+        if entry is None or not isinstance(serial, str):
+            return self.async_abort(reason="entry_removed")
+        if user_input is not None:
+            await async_exchange_meter(self.hass, entry, serial)
+            return self.async_create_entry(data={})
+        return self.async_show_form(
+            step_id="confirm",
+            data_schema=vol.Schema({}),
+            description_placeholders=self.placeholders(),
+        )
+
+
 # The issues (by translation key) that a form fixes.
-FIX_FLOWS: Final[Mapping[str, Callable[[str], RepairsFlow]]] = {MISSING_RATES: MissingRatesFlow}
+FIX_FLOWS: Final[Mapping[str, Callable[[str], RepairsFlow]]] = {
+    MISSING_RATES: MissingRatesFlow,
+    OTHER_METER: OtherMeterFlow,
+}
 
 
 async def async_create_fix_flow(
