@@ -536,6 +536,30 @@ async def test_reauth(hass: HomeAssistant, tcp_meter: TcpMeter, no_entry_setup: 
     assert no_entry_setup.call_count == 1
 
 
+@pytest.mark.parametrize(
+    ("new_key", "kept"), [(KEY, True), (None, False)], ids=["same-key", "new-key"]
+)
+async def test_reauth_forgets_a_learned_key_with_a_new_key(
+    hass: HomeAssistant,
+    tcp_meter: TcpMeter,
+    no_entry_setup: AsyncMock,
+    new_key: bytes | None,
+    kept: bool,
+) -> None:
+    """An authentication key learned under the old decryption key does not hold under a new
+    one: a reauth with another key drops it; the same key (entered again) keeps it."""
+    learned = {"key": "00" * 16, "block_counts": [40]}
+    entry = flow_entry(on_network(tcp_meter.port), key=new_key or OTHER_KEY)
+    entry.add_to_hass(hass)
+    hass.config_entries.async_update_entry(entry, data={**entry.data, CONF_AUTH_KEY: learned})
+    result = await entry.start_reauth_flow(hass)
+    result = await submit(hass, result, {CONF_DECRYPTION_KEY: KEY.hex()})
+    assert result["reason"] == "reauth_successful"
+    assert (entry.data.get(CONF_AUTH_KEY) == learned) is kept
+    if not kept:
+        assert not entry.data.get(CONF_AUTH_KEY)
+
+
 async def test_reauth_frees_the_port_while_probing(
     hass: HomeAssistant, pty_meter: PtyMeter, no_entry_setup: AsyncMock
 ) -> None:
