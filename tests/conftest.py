@@ -22,6 +22,7 @@ from custom_components.smarty_p1.const import (
     CONF_CONNECTION_TYPE,
     CONF_DECRYPTION_KEY,
     CONF_SERIAL_NUMBER,
+    CONF_TOTAL_INTERVAL,
     CONNECTION_NETWORK,
     CONNECTION_SERIAL,
     DOMAIN,
@@ -140,6 +141,21 @@ def make_entry(simulator: MeterSimulator, key: bytes | None, **connection: Any) 
         title=f"Smarty {simulator.serial}",
         unique_id=simulator.serial,
         data=entry_data(simulator, key, **connection),
+    )
+
+
+# For tests that look at every reading of a meter total, not only one a minute.
+EVERY_TOTAL = {CONF_TOTAL_INTERVAL: 0}
+
+
+def with_options(entry: MockConfigEntry, options: dict[str, Any]) -> MockConfigEntry:
+    """The same entry (not yet added to hass) with options."""
+    return MockConfigEntry(
+        domain=entry.domain,
+        title=entry.title,
+        unique_id=entry.unique_id,
+        data=dict(entry.data),
+        options=options,
     )
 
 

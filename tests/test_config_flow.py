@@ -29,6 +29,7 @@ from custom_components.smarty_p1.const import (
     CONF_DECRYPTION_KEY,
     CONF_MIN_INTERVAL,
     CONF_SERIAL_NUMBER,
+    CONF_TOTAL_INTERVAL,
     CONNECTION_NETWORK,
     CONNECTION_SERIAL,
     DOMAIN,
@@ -887,7 +888,8 @@ async def test_reconfigure_to_another_meter(
 
 
 async def test_options(hass: HomeAssistant, no_entry_setup: AsyncMock) -> None:
-    """The minimum update interval: 0 by default, saved as whole seconds, no reconnect."""
+    """The minimum update intervals: 0 (every telegram) and 60 s (totals) by default, saved as
+    whole seconds, no reconnect."""
     entry = flow_entry(on_serial("/dev/ttyUSB0"))
     entry.add_to_hass(hass)
     await hass.config_entries.async_setup(entry.entry_id)
@@ -896,11 +898,12 @@ async def test_options(hass: HomeAssistant, no_entry_setup: AsyncMock) -> None:
     assert result["type"] is FlowResultType.FORM
     await assert_translated(hass, result, "options")
     assert schema(result)({})[CONF_MIN_INTERVAL] == 0
+    assert schema(result)({})[CONF_TOTAL_INTERVAL] == 60
     result = await hass.config_entries.options.async_configure(
-        result["flow_id"], {CONF_MIN_INTERVAL: 30.0}
+        result["flow_id"], {CONF_MIN_INTERVAL: 30.0, CONF_TOTAL_INTERVAL: 300.0}
     )
     assert result["type"] is FlowResultType.CREATE_ENTRY
-    assert entry.options == {CONF_MIN_INTERVAL: 30}
+    assert entry.options == {CONF_MIN_INTERVAL: 30, CONF_TOTAL_INTERVAL: 300}
     await hass.async_block_till_done()
     assert no_entry_setup.call_count == 1
 

@@ -17,8 +17,9 @@ from homeassistant.const import (
     EVENT_STATE_CHANGED,
     STATE_UNAVAILABLE,
 )
-from homeassistant.core import Event, EventStateChangedData, HomeAssistant
+from homeassistant.core import Event, EventStateChangedData, HomeAssistant, callback
 from homeassistant.helpers import entity_registry as er
+from homeassistant.helpers.event import async_track_state_change_event
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.smarty_p1 import coordinator as coordinator_module
@@ -36,7 +37,17 @@ from custom_components.smarty_p1.p1.simulator import (
     meter_time,
 )
 
-from .conftest import KEY, encrypt, make_entry, setup, state_of, wait_for, with_values
+from .conftest import (
+    EVERY_TOTAL,
+    KEY,
+    encrypt,
+    make_entry,
+    setup,
+    state_of,
+    wait_for,
+    with_options,
+    with_values,
+)
 
 LOGGER_NAME = "custom_components.smarty_p1"
 
@@ -88,9 +99,13 @@ def send(quiet_pty: PtyMeter, simulator: MeterSimulator) -> Callable[..., None]:
 
 @pytest.fixture
 def quiet_entry(simulator: MeterSimulator, quiet_pty: PtyMeter) -> MockConfigEntry:
-    """The entry of the quiet meter."""
-    return make_entry(
-        simulator, KEY, **{CONF_CONNECTION_TYPE: CONNECTION_SERIAL, CONF_DEVICE: quiet_pty.path}
+    """The entry of the quiet meter, its totals shown at every telegram (the guard's tests
+    look at each reading)."""
+    return with_options(
+        make_entry(
+            simulator, KEY, **{CONF_CONNECTION_TYPE: CONNECTION_SERIAL, CONF_DEVICE: quiet_pty.path}
+        ),
+        EVERY_TOTAL,
     )
 
 
@@ -266,6 +281,57 @@ async def test_energy_never_goes_backwards(
     assert await hass.config_entries.async_unload(quiet_entry.entry_id)
 
 
+async def test_totals_take_a_new_state_once_a_minute(
+    hass: HomeAssistant,
+    *,
+    simulator: MeterSimulator,
+    quiet_pty: PtyMeter,
+    base_telegram: bytes,
+    send: Callable[..., None],
+) -> None:
+    """At the defaults power shows every telegram and an energy total at most once a minute
+    (a sixth of its rows); the total's first reading and the option at 0 show it at once, and
+    the reading of a telegram between two updates is not lost, only shown with the next."""
+    clock = [1000.0]
+    entry = make_entry(
+        simulator, KEY, **{CONF_CONNECTION_TYPE: CONNECTION_SERIAL, CONF_DEVICE: quiet_pty.path}
+    )
+    changes: list[str] = []
+
+    def telegram(kw: str, kwh: str) -> bytes:
+        return with_values(base_telegram, **{"1-0:1.7.0": f"{kw}*kW", "1-0:1.8.0": f"{kwh}*kWh"})
+
+    with patch("custom_components.smarty_p1.coordinator.monotonic", lambda: clock[0]):
+        coordinator = await setup(hass, entry)
+        send(telegram("01.000", "000100.000"))
+        await published(hass, coordinator, 1)
+        power = sensor_id(hass, simulator.serial, "1-0:1.7.0")
+        energy = sensor_id(hass, simulator.serial, "1-0:1.8.0")
+        assert state_of(hass, energy).state == "100.000"
+
+        @callback
+        def changed(event: Event[EventStateChangedData]) -> None:
+            new_state = event.data["new_state"]
+            assert new_state is not None
+            changes.append(new_state.state)
+
+        unsubscribe = async_track_state_change_event(hass, energy, changed)
+        for count in range(2, 8):
+            clock[0] += 10
+            send(telegram(f"{count:02d}.000", f"{100 + count / 10:010.3f}"))
+            await published(hass, coordinator, count)
+            assert state_of(hass, power).state == f"{count}.000"
+        # Six telegrams, 60 s: the total took the last one's reading only.
+        assert changes == ["100.700"]
+        hass.config_entries.async_update_entry(entry, options=EVERY_TOTAL)
+        clock[0] += 10
+        send(telegram("01.000", "000100.800"))
+        await published(hass, coordinator, 8)
+        assert changes == ["100.700", "100.800"]
+        unsubscribe()
+    assert await hass.config_entries.async_unload(entry.entry_id)
+
+
 async def test_registers_survive_a_restart(
     hass: HomeAssistant,
     *,
@@ -393,7 +459,7 @@ async def test_min_interval_averages_power(
         simulator, KEY, **{CONF_CONNECTION_TYPE: CONNECTION_SERIAL, CONF_DEVICE: quiet_pty.path}
     )
     entry.add_to_hass(hass)
-    hass.config_entries.async_update_entry(entry, options={CONF_MIN_INTERVAL: 0.4})
+    hass.config_entries.async_update_entry(entry, options={CONF_MIN_INTERVAL: 0.4, **EVERY_TOTAL})
     coordinator = await setup(hass, entry)
 
     def telegram(kw: str, kwh: str) -> bytes:

@@ -64,6 +64,7 @@ from custom_components.smarty_p1.p1.simulator import PtyMeter
 from custom_components.smarty_p1.p1.sources import TcpSource
 
 from .conftest import (
+    EVERY_TOTAL,
     INTERVAL,
     KEY,
     RecordingMeter,
@@ -71,6 +72,7 @@ from .conftest import (
     setup,
     state_of,
     wait_for,
+    with_options,
     with_values,
 )
 from .mqtt_broker import Broker, Dongle, broker, mqtt_entry, publish
@@ -260,8 +262,12 @@ async def quiet_line(
     earlier run left in the registers store."""
     with PtyMeter(meter, count=0) as pty:
         key = KEY if meter.encrypted else None
-        entry = make_entry(
-            meter, key, **{CONF_CONNECTION_TYPE: CONNECTION_SERIAL, CONF_DEVICE: pty.path}
+        # The scenarios judge every reading of the totals.
+        entry = with_options(
+            make_entry(
+                meter, key, **{CONF_CONNECTION_TYPE: CONNECTION_SERIAL, CONF_DEVICE: pty.path}
+            ),
+            EVERY_TOTAL,
         )
         if stored is None:
             coordinator = await setup(hass, entry)

@@ -24,6 +24,7 @@ from custom_components.smarty_p1.const import (
     CONF_MIN_INTERVAL,
     CONF_REBROADCAST_ALL_INTERFACES,
     CONF_REBROADCAST_PORT,
+    CONF_TOTAL_INTERVAL,
 )
 from custom_components.smarty_p1.coordinator import SmartyCoordinator
 from custom_components.smarty_p1.diagnostics import async_get_config_entry_diagnostics
@@ -32,6 +33,7 @@ from custom_components.smarty_p1.p1.simulator import MeterSimulator, PtyMeter
 from custom_components.smarty_p1.rebroadcast import MAX_CLIENT_BUFFER, Rebroadcaster
 
 from .conftest import (
+    EVERY_TOTAL,
     INTERVAL,
     KEY,
     RecordingMeter,
@@ -264,7 +266,9 @@ async def test_a_client_that_never_reads_is_dropped_not_waited_for(
     hass: HomeAssistant, simulator: MeterSimulator, quiet_pty: PtyMeter, clients: list[P1Client]
 ) -> None:
     """Its backlog is bounded; the other reader and the entities get every telegram meanwhile."""
-    entry = entry_with_options(simulator, quiet_pty.path, **{CONF_REBROADCAST_PORT: 0})
+    entry = entry_with_options(
+        simulator, quiet_pty.path, **{CONF_REBROADCAST_PORT: 0, **EVERY_TOTAL}
+    )
     coordinator = await setup(hass, entry)
     broadcaster = broadcaster_of(coordinator)
     stuck = socket.socket()
@@ -393,6 +397,7 @@ async def _turn_it_on_move_it_and_off(
     assert result["type"] is FlowResultType.CREATE_ENTRY
     assert entry.options == {
         CONF_MIN_INTERVAL: 0,
+        CONF_TOTAL_INTERVAL: 60,
         CONF_REBROADCAST_PORT: port,
         CONF_REBROADCAST_ALL_INTERFACES: False,
     }
@@ -421,6 +426,6 @@ async def _turn_it_on_move_it_and_off(
     # Emptied: off again, nothing listens.
     result = await options(hass, entry)
     assert result["type"] is FlowResultType.CREATE_ENTRY
-    assert entry.options == {CONF_MIN_INTERVAL: 0}
+    assert entry.options == {CONF_MIN_INTERVAL: 0, CONF_TOTAL_INTERVAL: 60}
     assert entry.runtime_data.rebroadcast is None
     assert listening() == before

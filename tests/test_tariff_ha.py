@@ -45,6 +45,7 @@ from custom_components.smarty_p1.const import (
     CONF_RATE_NORMAL,
     CONF_RATE_OVERRUN,
     CONF_REFERENCE_POWER,
+    CONF_TOTAL_INTERVAL,
     CONNECTION_SERIAL,
     DOMAIN,
 )
@@ -366,6 +367,7 @@ async def test_options_switch_the_tariff_on_and_off(
     assert result["type"] is FlowResultType.CREATE_ENTRY
     assert entry.options == {
         CONF_MIN_INTERVAL: 0,
+        CONF_TOTAL_INTERVAL: 60,
         CONF_REFERENCE_POWER: 7.0,
         CONF_RATE_OVERRUN: 10.0,
     }
@@ -448,7 +450,7 @@ async def test_options_form(hass: HomeAssistant, simulator: MeterSimulator) -> N
         result["flow_id"], {CONF_MIN_INTERVAL: 10, CONF_RATE_OVERRUN: 8.5}
     )
     assert result["type"] is FlowResultType.CREATE_ENTRY
-    assert entry.options == {CONF_MIN_INTERVAL: 10, CONF_RATE_OVERRUN: 8.5}
+    assert entry.options == {CONF_MIN_INTERVAL: 10, CONF_TOTAL_INTERVAL: 60, CONF_RATE_OVERRUN: 8.5}
 
 
 # --- The stored state. ---

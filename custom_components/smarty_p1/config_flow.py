@@ -48,10 +48,12 @@ from .const import (
     CONF_REFERENCE_POWER,
     CONF_SERIAL_NUMBER,
     CONF_TOPIC,
+    CONF_TOTAL_INTERVAL,
     CONNECTION_MQTT,
     CONNECTION_NETWORK,
     CONNECTION_SERIAL,
     DEFAULT_MIN_INTERVAL,
+    DEFAULT_TOTAL_INTERVAL,
     DOMAIN,
     LOGGER,
 )
@@ -118,13 +120,15 @@ RATE_SELECTOR = NumberSelector(
     )
 )
 TARIFF_SCHEMA = vol.Schema(TARIFF_FIELDS)
+_SECONDS = NumberSelector(
+    NumberSelectorConfig(
+        min=0, max=3600, step=1, unit_of_measurement="s", mode=NumberSelectorMode.BOX
+    )
+)
 OPTIONS_SCHEMA = vol.Schema(
     {
-        vol.Required(CONF_MIN_INTERVAL, default=DEFAULT_MIN_INTERVAL): NumberSelector(
-            NumberSelectorConfig(
-                min=0, max=3600, step=1, unit_of_measurement="s", mode=NumberSelectorMode.BOX
-            )
-        ),
+        vol.Required(CONF_MIN_INTERVAL, default=DEFAULT_MIN_INTERVAL): _SECONDS,
+        vol.Required(CONF_TOTAL_INTERVAL, default=DEFAULT_TOTAL_INTERVAL): _SECONDS,
         **TARIFF_FIELDS,
         vol.Optional(CONF_RATE_NORMAL): RATE_SELECTOR,
         vol.Optional(CONF_RATE_OVERRUN): RATE_SELECTOR,
@@ -715,6 +719,7 @@ class SmartyOptionsFlow(OptionsFlowWithReload):
                         if key not in _CLEARABLE_OPTIONS
                     },
                     CONF_MIN_INTERVAL: int(user_input[CONF_MIN_INTERVAL]),
+                    CONF_TOTAL_INTERVAL: int(user_input[CONF_TOTAL_INTERVAL]),
                     **tariff,
                     **_rebroadcast_options(user_input),
                 }

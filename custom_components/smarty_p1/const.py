@@ -28,6 +28,11 @@ CONF_AUTH_KEY: Final = "auth_key"
 # Options.
 CONF_MIN_INTERVAL: Final = "min_update_interval"  # seconds; 0 = every telegram
 DEFAULT_MIN_INTERVAL: Final = 0
+# Meter totals (energy, gas, water registers) take a new state at most this often; 0 = with the
+# other values. A total's 10 s history is worth nothing next to its 5-minute statistics, which
+# the energy dashboard reads and which come out the same: each is the period's last state.
+CONF_TOTAL_INTERVAL: Final = "total_update_interval"  # seconds
+DEFAULT_TOTAL_INTERVAL: Final = 60
 # The reference-power tariff: absent (the feature off) until the user sets the power in kW.
 CONF_REFERENCE_POWER: Final = "reference_power"
 # Rate overrides in ct/kWh (the bill's unit), absent: the built-in table of the year.

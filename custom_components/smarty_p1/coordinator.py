@@ -31,7 +31,9 @@ from .const import (
     CONF_DECRYPTION_KEY,
     CONF_MIN_INTERVAL,
     CONF_SERIAL_NUMBER,
+    CONF_TOTAL_INTERVAL,
     DEFAULT_MIN_INTERVAL,
+    DEFAULT_TOTAL_INTERVAL,
     DOMAIN,
     LOGGER,
 )
@@ -106,12 +108,14 @@ class SmartyData:
 
     ``telegram`` is the judged telegram (an implausible register held at its last accepted
     reading); ``objects`` its objects, instantaneous values averaged over a minimum update
-    interval.
+    interval. ``totals_due``: whether the meter's totals take their new value now (see
+    CONF_TOTAL_INTERVAL); when not, they keep their state until a later telegram.
     """
 
     telegram: Telegram
     objects: Mapping[str, CosemObject]
     received: datetime
+    totals_due: bool = True
 
 
 @dataclass(slots=True)
@@ -191,6 +195,8 @@ class SmartyCoordinator(DataUpdateCoordinator[SmartyData]):
         self._sums: dict[str, Decimal] = {}
         self._counts: dict[str, int] = {}
         self._published_at: float | None = None
+        # When the totals last took a new value: None writes them with the next telegram.
+        self._totals_at: float | None = None
         self.tariff = TariffRuntime.for_entry(hass, entry)
         # The accepted registers survive a restart, so a glitch in the first telegram after one
         # cannot pull a total below what Home Assistant already recorded.
@@ -214,6 +220,11 @@ class SmartyCoordinator(DataUpdateCoordinator[SmartyData]):
         """Seconds between state updates (0: every telegram); read live, so a changed option
         applies at the next telegram without a reload."""
         return float(self.config_entry.options.get(CONF_MIN_INTERVAL, DEFAULT_MIN_INTERVAL))
+
+    @property
+    def total_interval(self) -> float:
+        """Seconds between state updates of the meter's totals (0: with the other values)."""
+        return float(self.config_entry.options.get(CONF_TOTAL_INTERVAL, DEFAULT_TOTAL_INTERVAL))
 
     @property
     def integrity(self) -> Integrity:
@@ -391,7 +402,11 @@ class SmartyCoordinator(DataUpdateCoordinator[SmartyData]):
             if averaged is None:
                 return True
             objects = averaged
-        self.async_set_updated_data(SmartyData(judged, objects, received))
+        now = monotonic()
+        totals_due = self._totals_at is None or now - self._totals_at >= self.total_interval
+        if totals_due:
+            self._totals_at = now
+        self.async_set_updated_data(SmartyData(judged, objects, received, totals_due))
         return True
 
     def _re_anchored(self, code: str, held: Decimal, reading: Decimal) -> None:
@@ -419,7 +434,7 @@ class SmartyCoordinator(DataUpdateCoordinator[SmartyData]):
         return self.guard.as_dict()
 
     def _reset_window(self) -> None:
-        self._published_at = None
+        self._published_at = self._totals_at = None
         self._sums.clear()
         self._counts.clear()
 

@@ -127,6 +127,9 @@ class SmartyEntity(CoordinatorEntity[SmartyCoordinator]):
 
     _attr_has_entity_name = True
     _written: tuple[object, bool] | None = None
+    # A register the meter counts up (energy, gas, water): updated at most every
+    # total_interval seconds, whatever the minimum update interval.
+    _meter_total = False
 
     def __init__(self, coordinator: SmartyCoordinator, *, unique_id: str) -> None:
         super().__init__(coordinator)
@@ -144,7 +147,16 @@ class SmartyEntity(CoordinatorEntity[SmartyCoordinator]):
     @callback
     def _handle_coordinator_update(self) -> None:
         current = (self._refresh(), self.available)
-        if current == self._written:
+        written = self._written
+        if current == written:
+            return
+        if (
+            self._meter_total
+            and written is not None
+            and current[1] == written[1]
+            and not self.coordinator.data.totals_due
+        ):
+            # A new reading of a total between its updates: a later telegram writes it.
             return
         self._written = current
         self.async_write_ha_state()

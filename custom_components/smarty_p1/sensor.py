@@ -528,6 +528,17 @@ async def async_setup_entry(
     entry.async_on_unload(coordinator.async_add_listener(add_new_sensors))
 
 
+# The registers whose states the totals' interval spaces out.
+_METER_TOTALS = frozenset(
+    {
+        SensorDeviceClass.ENERGY,
+        SensorDeviceClass.REACTIVE_ENERGY,
+        SensorDeviceClass.GAS,
+        SensorDeviceClass.WATER,
+    }
+)
+
+
 class SmartySensor(SmartyEntity, SensorEntity):
     """A value the meter sends."""
 
@@ -549,6 +560,7 @@ class SmartySensor(SmartyEntity, SensorEntity):
         self.entity_description = description
         self._obis = obis
         self._attr_device_info = device_info
+        self._meter_total = description.device_class in _METER_TOTALS
 
     def _refresh(self) -> SensorValue:
         # Sensors are made from a telegram: the data is never None here.

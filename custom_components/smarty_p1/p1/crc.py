@@ -1,9 +1,16 @@
-"""CRC-16/ARC (polynomial 0x8005 reflected as 0xA001, initial value 0, no final XOR)."""
+"""CRC-16/ARC (polynomial 0x8005 reflected as 0xA001, initial value 0, no final XOR).
+
+The CRC of every telegram is the costliest step of the receive path in pure Python (about 25 us
+for a kilobyte, a third of the whole job), so a compiled CRC is used where the ``anycrc``
+package is installed (the integration requires it; it has abi3 wheels for every platform Home
+Assistant runs on): a thousandth of that. Without it, as in a bare copy of this protocol core,
+the word table below gives the same results. Both are checked against each other in the tests.
+"""
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Literal
 
 type ByteOrder = Literal["little", "big"]
@@ -73,14 +80,43 @@ def crc16_bytes(data: bytes) -> int:
     return crc
 
 
-def crc16_arc(data: bytes | bytearray | memoryview) -> int:
-    """Return the CRC-16/ARC of data (any buffer: its bytes in memory order)."""
+def _flat(data: bytes | bytearray | memoryview) -> memoryview:
+    """data as one flat run of unsigned bytes, the bytes tobytes() gives.
+
+    Only such a buffer can be cast to words, and the compiled CRC reads any other (a strided
+    view) wrongly without a word; copying the others keeps one definition of what is summed.
+    """
     view = memoryview(data)
     if view.format != "B" or view.ndim != 1 or not view.c_contiguous:
-        # Only a flat buffer of unsigned bytes can be cast to words; copying the others keeps
-        # the one definition of which bytes are summed: those tobytes() gives.
-        return crc16_bytes(view.tobytes())
+        return memoryview(view.tobytes())
+    return view
+
+
+def crc16_python(data: bytes | bytearray | memoryview) -> int:
+    """The CRC in pure Python, two bytes per step: what :func:`crc16_arc` falls back to."""
+    view = _flat(data)
     size = len(view)
     even = size & ~1
     words = view[:even].cast("H") if even else ()
     return fold_words(words, view[even] if even != size else None, _WORD_TABLE, sys.byteorder)
+
+
+def _compiled() -> Callable[[memoryview], int] | None:
+    """anycrc's CRC-16/ARC, if it is installed and gives the catalogued check value."""
+    try:
+        from anycrc import Model  # type: ignore[import-untyped]  # noqa: PLC0415 (optional)
+    except ImportError:
+        return None
+    calc: Callable[[memoryview], int] = Model("CRC16-ARC").calc
+    return calc if calc(memoryview(b"123456789")) == 0xBB3D else None
+
+
+_COMPILED = _compiled()
+
+
+def crc16_arc(data: bytes | bytearray | memoryview) -> int:
+    """Return the CRC-16/ARC of data (any buffer: its bytes in memory order)."""
+    compiled = _COMPILED
+    if compiled is None:
+        return crc16_python(data)
+    return compiled(_flat(data))
