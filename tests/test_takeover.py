@@ -471,8 +471,10 @@ async def test_take_over_keeps_history_statistics_and_dashboard(
         assert imported.device_id == meter_device.id
         assert entities.async_get(DSMR_GAS).device_id == gas_device.id  # type: ignore[union-attr]
 
-        # The meter goes on; the statistics of the next period continue dsmr's.
+        # The meter goes on; the statistics of the next period continue dsmr's. Our totals
+        # take a new state once a minute (CONF_TOTAL_INTERVAL): a minute passes.
         await wait_for(hass, lambda: ours.state is ConfigEntryState.LOADED)
+        clock.tick(timedelta(seconds=61))
         await wait_for(hass, lambda: (number(hass, DSMR_IMPORT) or 0) > before["state"] + 0.002)
         await async_wait_recording_done(hass)
         do_adhoc_statistics(hass, start=period_2)
