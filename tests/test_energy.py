@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from functools import partial
+from unittest.mock import patch
 
 import pytest
+from freezegun import freeze_time
 from homeassistant.components.energy import data as energy_data
 from homeassistant.components.energy import validate as energy_validate
+from homeassistant.components.recorder import history
 from homeassistant.components.recorder.core import Recorder
 from homeassistant.components.recorder.models import StatisticMeanType, StatisticMetaData
 from homeassistant.components.recorder.statistics import async_import_statistics, get_metadata
-from homeassistant.const import CURRENCY_EURO
+from homeassistant.const import CONF_DEVICE, CURRENCY_EURO
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import entity_registry as er
 from homeassistant.setup import async_setup_component
@@ -22,11 +25,13 @@ from pytest_homeassistant_custom_component.components.recorder.common import (
     do_adhoc_statistics,
 )
 
-from custom_components.smarty_p1.const import DOMAIN
+from custom_components.smarty_p1.const import CONF_CONNECTION_TYPE, CONNECTION_SERIAL, DOMAIN
 from custom_components.smarty_p1.p1.simulator import MeterSimulator, PtyMeter
 
-from .conftest import wait_for
+from .conftest import KEY, RecordingMeter, make_entry, setup, wait_for
+from .test_coordinator import sensor_id
 from .test_migration import meter, register_as_1_1, stored_entry
+from .test_takeover import compiled
 
 __all__ = ["meter"]
 
@@ -126,3 +131,51 @@ async def test_cost_statistics_follow_the_euro_unit(
     )
     assert stored[cost.entity_id][1]["unit_of_measurement"] == CURRENCY_EURO
     assert await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_totals_once_a_minute_keep_the_statistics(hass: HomeAssistant) -> None:
+    """Five minutes of telegrams at the meter's pace with the real recorder: the export total
+    is recorded once a minute, not 30 times, and the period's statistics end at the reading of
+    its last minute: its last telegrams' energy goes to the next period, none is lost."""
+    sim = RecordingMeter(KEY, pv=True, interval=10.0)
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    period = now + timedelta(minutes=5 - now.minute % 5)
+    # The clock jumps 10 s a telegram: the tests' short silence timeout would see a cut.
+    with (
+        patch("custom_components.smarty_p1.coordinator.SILENCE_TIMEOUT", 60.0),
+        PtyMeter(sim, count=0) as pty,
+        freeze_time(period + timedelta(seconds=5), tick=True) as clock,
+    ):
+        entry = make_entry(
+            sim, KEY, **{CONF_CONNECTION_TYPE: CONNECTION_SERIAL, CONF_DEVICE: pty.path}
+        )
+        coordinator = await setup(hass, entry)
+        stats = coordinator.health.stats
+        for count in range(1, 31):
+            pty.inject(sim.next_frame())
+            await wait_for(hass, partial(lambda count: stats.telegrams >= count, count))
+            clock.tick(timedelta(seconds=10))
+        await async_wait_recording_done(hass)
+        exported = sensor_id(hass, sim.serial, "1-0:2.8.0")
+        changes = await hass.async_add_executor_job(
+            partial(
+                history.state_changes_during_period,
+                hass,
+                period,
+                period + timedelta(minutes=5),
+                exported,
+            )
+        )
+        recorded = [state.state for state in changes[exported]]
+        sent = [str(values["1-0:2.8.0"]) for values in sim.sent]
+        # One row a minute (the first telegram's, then every sixth), each a reading the meter sent.
+        assert len(recorded) == 5, recorded
+        assert set(recorded) <= set(sent)
+        assert len(set(sent)) > 20
+        do_adhoc_statistics(hass, start=period)
+        await async_wait_recording_done(hass)
+        row = await compiled(hass, exported, period)
+        # The period ends at its last recorded reading, within the last minute of telegrams.
+        assert f"{row['state']:.3f}" == recorded[-1]
+        assert recorded[-1] in sent[-7:]
+        assert await hass.config_entries.async_unload(entry.entry_id)
