@@ -58,7 +58,7 @@ from custom_components.smarty_p1.entity import value_unique_id
 from custom_components.smarty_p1.p1.simulator import MeterSimulator, PtyMeter, TcpMeter, serve_tcp
 from custom_components.smarty_p1.takeover import DSMR_VALUES
 
-from .conftest import INTERVAL, KEY, state_of, wait_for
+from .conftest import EVERY_TOTAL, INTERVAL, KEY, state_of, wait_for
 
 OTHER_KEY = bytes.fromhex("F0E0D0C0B0A090807060504030201000")
 NEW_KEY = bytes.fromhex("00112233445566778899AABBCCDDEEFF")
@@ -472,9 +472,10 @@ async def test_take_over_keeps_history_statistics_and_dashboard(
         assert entities.async_get(DSMR_GAS).device_id == gas_device.id  # type: ignore[union-attr]
 
         # The meter goes on; the statistics of the next period continue dsmr's. Our totals
-        # take a new state once a minute (CONF_TOTAL_INTERVAL): a minute passes.
+        # take a new state once a minute by default: here with every telegram, so that the
+        # rise shows within the test's seconds (the option is read live, nothing reloads).
         await wait_for(hass, lambda: ours.state is ConfigEntryState.LOADED)
-        clock.tick(timedelta(seconds=61))
+        hass.config_entries.async_update_entry(ours, options={**ours.options, **EVERY_TOTAL})
         await wait_for(hass, lambda: (number(hass, DSMR_IMPORT) or 0) > before["state"] + 0.002)
         await async_wait_recording_done(hass)
         do_adhoc_statistics(hass, start=period_2)

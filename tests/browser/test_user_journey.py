@@ -274,6 +274,8 @@ def parse_shown(text: str) -> tuple[Decimal, str] | None:
 
 def configure_energy(journey: Journey) -> None:
     """Settings > Dashboards > Energy > Add grid connection: the meter's two registers."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     page = journey.page
     wanted = {key: entity_id(journey, key) for key in ("energy_import", "energy_export")}
     journey.goto("/config/energy")
@@ -281,9 +283,18 @@ def configure_energy(journey: Journey) -> None:
     names = [entity_name(key) for key in ("energy_import", "energy_export")]
     for index, name in enumerate(names):
         picker = page.locator("ha-statistic-picker").nth(index)
-        picker.click()
-        page.locator("ha-combo-box-item").filter(has_text=name).first.click()
-        picker.locator("ha-picker-field").get_by_text(name, exact=True).wait_for()
+        chosen = picker.locator("ha-picker-field").get_by_text(name, exact=True)
+        # The list may still be filling when the item is clicked: then it is picked again.
+        for attempt in range(3):
+            picker.click()
+            page.locator("ha-combo-box-item").filter(has_text=name).first.click()
+            try:
+                chosen.wait_for(timeout=10_000)
+                break
+            except PlaywrightTimeout:
+                if attempt == 2:
+                    raise
+                page.keyboard.press("Escape")
         page.get_by_placeholder("Search", exact=True).wait_for(state="hidden")
     journey.shot("energy_grid_dialog")
     page.get_by_role("button", name="Save").click()
