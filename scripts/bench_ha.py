@@ -131,6 +131,11 @@ def _core_setting(setting: str) -> str:
     return {OURS_ONLY: "defaults", MATCHED: "30 s"}.get(setting, setting)
 
 
+def _settings(setting: str) -> tuple[dict[str, int], int | None]:
+    """Our options and core's interval under ``setting`` (MATCHED: those of 30 s)."""
+    return SETTINGS.get(setting, SETTINGS["30 s"])
+
+
 @dataclass(slots=True)
 class Result:
     """One integration's figures under one setting."""
@@ -370,7 +375,7 @@ async def _dsmr_entry_data(hass: HomeAssistant) -> dict[str, Any]:
 
 
 async def _entry(hass: HomeAssistant, side: str, feeder: Feeder, setting: str) -> MockConfigEntry:
-    ours, interval = SETTINGS[_core_setting(setting) if setting == MATCHED else setting]
+    ours, interval = _settings(setting)
     if side == "smarty_p1":
         options = dict(ours)
         if feeder.transport == "tcp":
@@ -645,7 +650,7 @@ def _quiet_table(verdicts: list[str]) -> None:
             f"{'':>8} {rows_ratio:9.2f}x"
         )
         verdicts.append(f"quiet, tcp, {setting}: loop CPU {cpu_ratio:.1f}x less")
-        if SETTINGS.get(setting, ({}, None))[1] is not None:
+        if _settings(setting)[1] is not None:
             # Both at the same interval.
             verdicts.append(
                 f"quiet, tcp, {setting}: rows/hour {mine.rows_per_hour:.0f} vs "

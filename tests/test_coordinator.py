@@ -109,6 +109,11 @@ def quiet_entry(simulator: MeterSimulator, quiet_pty: PtyMeter) -> MockConfigEnt
     )
 
 
+def power_and_energy(telegram: bytes, kw: str, kwh: str) -> bytes:
+    """The telegram with its import power and import total (as sent: ``01.000*kW``)."""
+    return with_values(telegram, **{"1-0:1.7.0": kw, "1-0:1.8.0": kwh})
+
+
 async def published(hass: HomeAssistant, coordinator: SmartyCoordinator, count: int) -> None:
     """Wait until the coordinator has accepted count telegrams in total."""
     await wait_for(
@@ -299,7 +304,7 @@ async def test_totals_take_a_new_state_once_a_minute(
     changes: list[str] = []
 
     def telegram(kw: str, kwh: str) -> bytes:
-        return with_values(base_telegram, **{"1-0:1.7.0": f"{kw}*kW", "1-0:1.8.0": f"{kwh}*kWh"})
+        return power_and_energy(base_telegram, f"{kw}*kW", f"{kwh}*kWh")
 
     with patch("custom_components.smarty_p1.coordinator.monotonic", lambda: clock[0]):
         coordinator = await setup(hass, entry)
@@ -463,7 +468,7 @@ async def test_min_interval_averages_power(
     coordinator = await setup(hass, entry)
 
     def telegram(kw: str, kwh: str) -> bytes:
-        return with_values(base_telegram, **{"1-0:1.7.0": kw, "1-0:1.8.0": kwh})
+        return power_and_energy(base_telegram, kw, kwh)
 
     send(telegram("01.000*kW", "000100.000*kWh"))
     await published(hass, coordinator, 1)

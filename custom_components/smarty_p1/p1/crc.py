@@ -71,15 +71,6 @@ def fold_words(
     return crc
 
 
-def crc16_bytes(data: bytes) -> int:
-    """The CRC a byte at a time: for buffers that cannot be read as words."""
-    crc = 0
-    table = _BYTE_TABLE
-    for byte in data:
-        crc = (crc >> 8) ^ table[(crc ^ byte) & 0xFF]
-    return crc
-
-
 def _flat(data: bytes | bytearray | memoryview) -> memoryview:
     """data as one flat run of unsigned bytes, the bytes tobytes() gives.
 
