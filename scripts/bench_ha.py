@@ -132,8 +132,9 @@ def _core_setting(setting: str) -> str:
 
 
 def _settings(setting: str) -> tuple[dict[str, int], int | None]:
-    """Our options and core's interval under ``setting`` (MATCHED: those of 30 s)."""
-    return SETTINGS.get(setting, SETTINGS["30 s"])
+    """Our options and core's interval under ``setting``; a setting of ours alone (MATCHED)
+    takes those of the core run it is compared with."""
+    return SETTINGS[setting if setting in SETTINGS else _core_setting(setting)]
 
 
 @dataclass(slots=True)
