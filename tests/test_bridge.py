@@ -474,6 +474,11 @@ async def test_backlog_towards_a_stalled_broker_is_bounded(broker: Broker) -> No
         bridge = MqttBridge(source, KEY, settings(broker), prefix="m", queue=50)
         async with running(bridge):
             await until(lambda: bridge.bridge_stats.broker_connections == 1)
+            # The kernel would grow the send buffer to megabytes, as much as the frames hold:
+            # kept small, it is full long before the last frame, whatever the machine's pace.
+            connection = bridge.publisher._client.socket()
+            assert isinstance(connection, socket.socket)
+            connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
             process.send_signal(signal.SIGSTOP)
             try:
                 go.set()
